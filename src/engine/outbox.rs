@@ -1,0 +1,925 @@
+//! The outbox driver: group-committed registration, the flush loop (up to
+//! `concurrency` requests in flight across ordering keys), retries with
+//! backoff, dead letters, the circuit breaker, pause on 401/403, online
+//! evidence, and a graceful close. One flush runs at a time per database:
+//! in this realm by the `flushing` flag, across tabs and workers by
+//! [`Locks`].
+//!
+//! Durability rule: a task leaves the `tasks` store only when the server has
+//! answered it (delivered or rejected); anything else leaves it queued, so a
+//! reload or crash at any point loses nothing. Replays after a lost response
+//! carry the same `Idempotency-Key`.
+
+use crate::engine::backoff::retry_delay;
+use crate::engine::breaker::{CircuitBreaker, Transition};
+use crate::engine::classify::{classify, Outcome};
+use crate::engine::events::{Event, Health, HealthStatus, Metrics, Status, TaskState, TaskStatus};
+use crate::engine::options::OutboxOptions;
+use crate::engine::ports::{
+    Clock, EventSink, Locks, Ports, Store, StoreError, TokenSource, Transport,
+};
+use crate::engine::schedule::Schedule;
+use crate::engine::task::{
+    ErrorClass, FailedTask, HttpRequest, NewTask, Task, TaskError, TaskKind,
+};
+use crate::engine::time::Millis;
+use futures::channel::oneshot;
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
+
+/// How many recently completed task ids `task_status` remembers.
+const COMPLETED_MEMORY: usize = 1000;
+/// Errors kept on a task; older ones are dropped so an offline week does not
+/// grow a record without bound.
+const ERRORS_KEPT: usize = 20;
+
+/// The result of one flush.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FlushReport {
+    pub sent: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub retried: usize,
+    /// Tasks still queued when the flush ended.
+    pub remaining: usize,
+    /// When the next task (or the breaker's probe) becomes due, if any.
+    pub next_wakeup_at: Option<Millis>,
+}
+
+type Registration = (Task, oneshot::Sender<Result<Task, StoreError>>);
+
+struct State {
+    schedule: Schedule,
+    breaker: CircuitBreaker,
+    online: bool,
+    auth_paused: bool,
+    token: Option<String>,
+    in_flight: HashSet<String>,
+    flushing: bool,
+    rerun_requested: bool,
+    flush_waiters: Vec<oneshot::Sender<()>>,
+    make_all_due: bool,
+    pending_registrations: Vec<Registration>,
+    committing: bool,
+    failed_count: u32,
+    metrics: Metrics,
+    last_sync_at: Option<Millis>,
+    last_sync_ok: Option<bool>,
+    recently_completed: VecDeque<String>,
+    closed: bool,
+    periodic_generation: u64,
+}
+
+/// The outbox engine, generic over its [`Ports`].
+pub struct Outbox<P: Ports> {
+    store: P::Store,
+    transport: P::Transport,
+    clock: P::Clock,
+    locks: P::Locks,
+    events: P::Events,
+    tokens: P::Tokens,
+    options: OutboxOptions,
+    state: RefCell<State>,
+}
+
+impl<P: Ports> Outbox<P> {
+    /// Opens the outbox over a store, loading what it holds.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        store: P::Store,
+        transport: P::Transport,
+        clock: P::Clock,
+        locks: P::Locks,
+        events: P::Events,
+        tokens: P::Tokens,
+        options: OutboxOptions,
+        token: Option<String>,
+    ) -> Result<Self, StoreError> {
+        let mut schedule = Schedule::new();
+        for task in store.load_tasks().await? {
+            schedule.upsert(task);
+        }
+        let failed_count = store.count_failed().await?;
+        let state = State {
+            schedule,
+            breaker: CircuitBreaker::new(options.circuit_breaker.clone()),
+            online: true,
+            auth_paused: false,
+            token,
+            in_flight: HashSet::new(),
+            flushing: false,
+            rerun_requested: false,
+            flush_waiters: Vec::new(),
+            make_all_due: false,
+            pending_registrations: Vec::new(),
+            committing: false,
+            failed_count,
+            metrics: Metrics::default(),
+            last_sync_at: None,
+            last_sync_ok: None,
+            recently_completed: VecDeque::new(),
+            closed: false,
+            periodic_generation: 0,
+        };
+        Ok(Self {
+            store,
+            transport,
+            clock,
+            locks,
+            events,
+            tokens,
+            options,
+            state: RefCell::new(state),
+        })
+    }
+
+    pub fn options(&self) -> &OutboxOptions {
+        &self.options
+    }
+
+    pub fn clock(&self) -> &P::Clock {
+        &self.clock
+    }
+
+    pub fn store(&self) -> &P::Store {
+        &self.store
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
+    }
+
+    // ----- registration (group commit) -----
+
+    /// Queues a task. Registrations made in the same tick share one store
+    /// transaction. Re-registering a queued id replaces its payload and keeps
+    /// its place.
+    pub async fn register(&self, new: NewTask) -> Result<Task, StoreError> {
+        if self.is_closed() {
+            return Err(StoreError::Unavailable("the client is closed".into()));
+        }
+        let task = Task {
+            id: new.id,
+            kind: TaskKind::Request,
+            priority: new.priority,
+            seq: 0,
+            ordering_key: new.ordering_key,
+            request: new.request,
+            revision: 0,
+            idempotency_key: self.clock.unique_id(),
+            retry_on_failure: new.retry_on_failure,
+            attempts: 0,
+            next_attempt_at: None,
+            created_at: self.clock.now(),
+            errors: Vec::new(),
+        };
+        let (sender, receiver) = oneshot::channel();
+        let lead = {
+            let mut state = self.state.borrow_mut();
+            state.pending_registrations.push((task, sender));
+            !std::mem::replace(&mut state.committing, true)
+        };
+        if lead {
+            self.clock.yield_now().await;
+            self.commit_registrations().await;
+        }
+        receiver.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the registration was abandoned".into(),
+            ))
+        })
+    }
+
+    async fn commit_registrations(&self) {
+        loop {
+            let batch = std::mem::take(&mut self.state.borrow_mut().pending_registrations);
+            if batch.is_empty() {
+                self.state.borrow_mut().committing = false;
+                return;
+            }
+            let (tasks, senders): (Vec<Task>, Vec<_>) = batch.into_iter().unzip();
+            let result = self.store.register_tasks(tasks).await;
+            let mut state = self.state.borrow_mut();
+            state.metrics.register_transactions += 1;
+            match result {
+                Ok(stored) => {
+                    for (task, sender) in stored.into_iter().zip(senders) {
+                        state.metrics.registered += 1;
+                        state.schedule.upsert(task.clone());
+                        state.rerun_requested |= state.flushing;
+                        let _ = sender.send(Ok(task));
+                    }
+                }
+                Err(error) => {
+                    for sender in senders {
+                        let _ = sender.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- flushing -----
+
+    /// Runs due work now. A call while a flush runs waits for it (and for
+    /// one more pass if work arrived meanwhile) instead of overlapping.
+    pub async fn flush(&self) -> Result<FlushReport, StoreError> {
+        let waiter = {
+            let mut state = self.state.borrow_mut();
+            if state.flushing {
+                state.rerun_requested = true;
+                let (sender, receiver) = oneshot::channel();
+                state.flush_waiters.push(sender);
+                Some(receiver)
+            } else {
+                state.flushing = true;
+                None
+            }
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.await;
+            return Ok(self.idle_report());
+        }
+        let mut total = FlushReport::default();
+        let result = loop {
+            self.state.borrow_mut().rerun_requested = false;
+            match self.flush_once().await {
+                Ok(report) => {
+                    total.sent += report.sent;
+                    total.completed += report.completed;
+                    total.failed += report.failed;
+                    total.retried += report.retried;
+                    total.remaining = report.remaining;
+                    total.next_wakeup_at = report.next_wakeup_at;
+                }
+                Err(error) => break Err(error),
+            }
+            let state = self.state.borrow();
+            if !state.rerun_requested
+                || state.closed
+                || total.sent == 0 && !self.has_due_work(&state)
+            {
+                break Ok(total.clone());
+            }
+        };
+        let waiters = {
+            let mut state = self.state.borrow_mut();
+            state.flushing = false;
+            std::mem::take(&mut state.flush_waiters)
+        };
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+        self.emit_status();
+        result
+    }
+
+    fn has_due_work(&self, state: &State) -> bool {
+        let now = self.clock.now();
+        !state.auth_paused && state.schedule.next_due_at().is_some_and(|at| at <= now)
+    }
+
+    fn idle_report(&self) -> FlushReport {
+        let state = self.state.borrow();
+        FlushReport {
+            remaining: state.schedule.len(),
+            next_wakeup_at: self.next_wakeup(&state),
+            ..Default::default()
+        }
+    }
+
+    fn next_wakeup(&self, state: &State) -> Option<Millis> {
+        if state.auth_paused || state.closed {
+            return None;
+        }
+        let due = state.schedule.next_due_at()?;
+        Some(match state.breaker.open_until() {
+            Some(until) => due.max(until),
+            None => due,
+        })
+    }
+
+    async fn flush_once(&self) -> Result<FlushReport, StoreError> {
+        let _guard = self.locks.acquire().await;
+        if self.is_closed() {
+            return Ok(self.idle_report());
+        }
+        self.reload_from_store().await?;
+        let started = self.clock.now();
+        let total = {
+            let mut state = self.state.borrow_mut();
+            if std::mem::take(&mut state.make_all_due) {
+                state.schedule.make_all_due();
+            }
+            state.metrics.flushes += 1;
+            state.schedule.len()
+        };
+        self.emit_status();
+        let mut report = FlushReport::default();
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < self.options.concurrency.max(1) {
+                let Some(task) = self.take_dispatchable(running.len()) else {
+                    break;
+                };
+                let request = self.prepare_request(&task);
+                report.sent += 1;
+                running.push(async move {
+                    let sent_at = self.clock.now();
+                    let result = self
+                        .transport
+                        .send(&request, self.options.request_timeout)
+                        .await;
+                    (task, result, sent_at)
+                });
+            }
+            let Some((task, result, sent_at)) = running.next().await else {
+                break;
+            };
+            match self.settle(task, result, sent_at).await? {
+                Settled::Completed => report.completed += 1,
+                Settled::Failed => report.failed += 1,
+                Settled::Retried => report.retried += 1,
+                Settled::Paused => {}
+            }
+            let done = report.completed + report.failed + report.retried;
+            self.events.emit(Event::Progress {
+                phase: "flush",
+                done,
+                total: total.max(done),
+            });
+        }
+        let mut state = self.state.borrow_mut();
+        let elapsed = self.clock.now() - started;
+        state.metrics.last_flush_duration_ms = elapsed;
+        if report.sent > 0 {
+            state.last_sync_at = Some(self.clock.now());
+            state.last_sync_ok = Some(report.failed == 0 && report.retried == 0);
+        }
+        report.remaining = state.schedule.len();
+        report.next_wakeup_at = self.next_wakeup(&state);
+        Ok(report)
+    }
+
+    /// Merges what other tabs and workers registered or finished.
+    async fn reload_from_store(&self) -> Result<(), StoreError> {
+        let stored = self.store.load_tasks().await?;
+        let mut state = self.state.borrow_mut();
+        let stored_ids: HashSet<String> = stored.iter().map(|t| t.id.clone()).collect();
+        let gone: Vec<String> = state
+            .schedule
+            .tasks()
+            .filter(|t| !stored_ids.contains(&t.id) && !state.in_flight.contains(&t.id))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in gone {
+            state.schedule.remove(&id);
+        }
+        for task in stored {
+            if state.in_flight.contains(&task.id) {
+                continue;
+            }
+            let newer_here = state.schedule.get(&task.id).is_some_and(|t| {
+                t.revision > task.revision
+                    || (t.revision == task.revision && t.attempts > task.attempts)
+            });
+            if !newer_here {
+                state.schedule.upsert(task);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_dispatchable(&self, running: usize) -> Option<Task> {
+        let now = self.clock.now();
+        let mut state = self.state.borrow_mut();
+        if state.closed || state.auth_paused {
+            return None;
+        }
+        // Without evidence of a network, send one probe at a time.
+        if !state.online && running > 0 {
+            return None;
+        }
+        if !state.breaker.would_allow(now) {
+            return None;
+        }
+        let task = state.schedule.take_next(now)?;
+        state.breaker.try_acquire(now);
+        state.in_flight.insert(task.id.clone());
+        Some(task)
+    }
+
+    fn prepare_request(&self, task: &Task) -> HttpRequest {
+        let mut request = task.request.clone();
+        let has = |request: &HttpRequest, name: &str| {
+            request.headers.keys().any(|k| k.eq_ignore_ascii_case(name))
+        };
+        if !has(&request, "idempotency-key") {
+            request
+                .headers
+                .insert("Idempotency-Key".into(), task.idempotency_key.clone());
+        }
+        if !has(&request, "authorization") && self.carries_token(&request.url) {
+            if let Some(token) = self.state.borrow().token.clone() {
+                request
+                    .headers
+                    .insert("Authorization".into(), format!("Bearer {token}"));
+            }
+        }
+        request
+    }
+
+    /// The bearer token goes only to the app's own origin (relative URLs)
+    /// and to the configured server, never to third parties.
+    fn carries_token(&self, url: &str) -> bool {
+        !url.contains("://")
+            || self
+                .options
+                .server_url
+                .as_deref()
+                .is_some_and(|base| url.starts_with(base))
+    }
+
+    async fn settle(
+        &self,
+        mut task: Task,
+        result: Result<crate::engine::task::HttpResponse, crate::engine::ports::TransportError>,
+        sent_at: Millis,
+    ) -> Result<Settled, StoreError> {
+        let now = self.clock.now();
+        let outcome = classify(result, now);
+        {
+            let mut state = self.state.borrow_mut();
+            state.in_flight.remove(&task.id);
+            state.metrics.requests_sent += 1;
+            state.metrics.total_request_ms += now - sent_at;
+            state.metrics.average_request_ms =
+                state.metrics.total_request_ms / state.metrics.requests_sent as f64;
+        }
+        self.note_reachability(&outcome);
+        let settled = match outcome {
+            Outcome::Delivered(response) => {
+                self.breaker_success();
+                self.store.complete_task(&task.id, task.revision).await?;
+                {
+                    let mut state = self.state.borrow_mut();
+                    if state
+                        .schedule
+                        .get(&task.id)
+                        .is_some_and(|t| t.revision == task.revision)
+                    {
+                        state.schedule.remove(&task.id);
+                    }
+                    state.metrics.completed += 1;
+                    if state.recently_completed.len() >= COMPLETED_MEMORY {
+                        state.recently_completed.pop_front();
+                    }
+                    state.recently_completed.push_back(task.id.clone());
+                }
+                self.events.emit(Event::Complete {
+                    task: task.clone(),
+                    response,
+                });
+                Settled::Completed
+            }
+            Outcome::Retry { error, retry_after } => {
+                self.breaker_failure(now);
+                task.attempts += 1;
+                push_error(&mut task, error.clone(), self.errors_kept());
+                let counts_against_budget = error.class != ErrorClass::Network;
+                let budget_used = task
+                    .errors
+                    .iter()
+                    .filter(|e| e.class != ErrorClass::Network)
+                    .count() as u32;
+                let exhausted = counts_against_budget
+                    && (!task.retry_on_failure || budget_used > self.options.retry.max_retries);
+                if exhausted {
+                    let reason = if task.retry_on_failure {
+                        format!("gave up after {} attempts", task.attempts)
+                    } else {
+                        "failed and retryOnFailure is false".to_owned()
+                    };
+                    self.dead_letter(task.clone(), error, reason).await?;
+                    Settled::Failed
+                } else {
+                    let delay = retry_after.unwrap_or_else(|| {
+                        retry_delay(&self.options.retry, task.attempts, self.clock.random())
+                    });
+                    task.next_attempt_at = Some(now + delay);
+                    self.store.update_task(&task).await?;
+                    {
+                        let mut state = self.state.borrow_mut();
+                        state.metrics.retried += 1;
+                        if error.class == ErrorClass::Network {
+                            state.metrics.network_errors += 1;
+                        }
+                        if state
+                            .schedule
+                            .get(&task.id)
+                            .is_some_and(|t| t.revision == task.revision)
+                        {
+                            state.schedule.upsert(task.clone());
+                        }
+                    }
+                    self.events.emit(Event::Retry {
+                        task: task.clone(),
+                        error,
+                        delay,
+                    });
+                    Settled::Retried
+                }
+            }
+            Outcome::Reject { error } => {
+                self.breaker_success();
+                task.attempts += 1;
+                push_error(&mut task, error.clone(), self.errors_kept());
+                self.dead_letter(
+                    task.clone(),
+                    error.clone(),
+                    format!("rejected: {}", error.message),
+                )
+                .await?;
+                Settled::Failed
+            }
+            Outcome::NeedsAuth { error } => {
+                self.breaker_success();
+                let old = self.state.borrow().token.clone();
+                let fresh = self.tokens.fresh_token().await;
+                let renewed = fresh.is_some() && fresh != old;
+                {
+                    let mut state = self.state.borrow_mut();
+                    if renewed {
+                        state.token = fresh;
+                    } else if !state.auth_paused {
+                        state.auth_paused = true;
+                    }
+                }
+                if !renewed {
+                    self.events.emit(Event::AuthRequired {
+                        status: error.status,
+                        task_id: task.id.clone(),
+                    });
+                }
+                Settled::Paused
+            }
+        };
+        self.state.borrow_mut().schedule.release(task.key());
+        Ok(settled)
+    }
+
+    async fn dead_letter(
+        &self,
+        task: Task,
+        error: TaskError,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let failed = FailedTask {
+            id: task.id.clone(),
+            task,
+            reason,
+            failed_at: self.clock.now(),
+        };
+        let moved = self.store.dead_letter(&failed).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            if moved {
+                state.failed_count += 1;
+            }
+            if state
+                .schedule
+                .get(&failed.id)
+                .is_some_and(|t| t.revision == failed.task.revision)
+            {
+                state.schedule.remove(&failed.id);
+            }
+            state.metrics.failed += 1;
+        }
+        self.events.emit(Event::Failed { failed, error });
+        Ok(())
+    }
+
+    fn errors_kept(&self) -> usize {
+        ERRORS_KEPT.max(self.options.retry.max_retries as usize + 2)
+    }
+
+    fn note_reachability(&self, outcome: &Outcome) {
+        let network_failure =
+            matches!(outcome, Outcome::Retry { error, .. } if error.class == ErrorClass::Network);
+        let reached = outcome.reached_server();
+        let event = {
+            let mut state = self.state.borrow_mut();
+            if reached && !state.online {
+                state.online = true;
+                Some(Event::Online)
+            } else if network_failure && state.online {
+                state.online = false;
+                Some(Event::Offline)
+            } else {
+                None
+            }
+        };
+        if let Some(event) = event {
+            self.events.emit(event);
+        }
+    }
+
+    fn breaker_success(&self) {
+        let transition = self.state.borrow_mut().breaker.on_success();
+        self.emit_transition(transition);
+    }
+
+    fn breaker_failure(&self, now: Millis) {
+        let transition = self.state.borrow_mut().breaker.on_failure(now);
+        self.emit_transition(transition);
+    }
+
+    fn emit_transition(&self, transition: Option<Transition>) {
+        match transition {
+            Some(Transition::Opened { until, cooldown }) => {
+                self.events.emit(Event::CircuitOpen { until, cooldown })
+            }
+            Some(Transition::Closed) => self.events.emit(Event::CircuitClose),
+            None => {}
+        }
+    }
+
+    fn emit_status(&self) {
+        self.events.emit(Event::Status(self.status()));
+    }
+
+    // ----- environment changes -----
+
+    /// The platform reports connectivity (`online`/`offline` events).
+    /// Coming online makes every waiting task due now, once; the caller then
+    /// flushes. Going offline only records it.
+    pub fn set_online(&self, online: bool) {
+        let changed = {
+            let mut state = self.state.borrow_mut();
+            let changed = state.online != online;
+            state.online = online;
+            if online {
+                state.make_all_due = true;
+                state.schedule.make_all_due();
+            }
+            changed
+        };
+        if changed {
+            self.events.emit(if online {
+                Event::Online
+            } else {
+                Event::Offline
+            });
+        }
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.state.borrow().online
+    }
+
+    /// A new bearer token: clears an auth pause. The caller then flushes.
+    pub fn set_token(&self, token: Option<String>) {
+        let mut state = self.state.borrow_mut();
+        state.token = token;
+        state.auth_paused = false;
+    }
+
+    pub fn token(&self) -> Option<String> {
+        self.state.borrow().token.clone()
+    }
+
+    // ----- periodic sync and close -----
+
+    /// Flushes every `interval_ms` until [`Self::stop_periodic`] or close.
+    /// Timers are chained (sleep, flush, sleep…), so flushes never overlap
+    /// and missed ticks never pile up. Starting again replaces the loop.
+    pub async fn run_periodic(&self, interval_ms: Millis) {
+        let generation = {
+            let mut state = self.state.borrow_mut();
+            state.periodic_generation += 1;
+            state.periodic_generation
+        };
+        loop {
+            self.clock.sleep(interval_ms).await;
+            let current = {
+                let state = self.state.borrow();
+                !state.closed && state.periodic_generation == generation
+            };
+            if !current {
+                return;
+            }
+            let _ = self.flush().await;
+        }
+    }
+
+    pub fn stop_periodic(&self) {
+        self.state.borrow_mut().periodic_generation += 1;
+    }
+
+    /// Stops dispatching, waits for the flush in progress (at most
+    /// `close_timeout`), and leaves every unfinished task queued.
+    /// Returns whether the flush in progress finished in time.
+    pub async fn close(&self) -> bool {
+        let waiter = {
+            let mut state = self.state.borrow_mut();
+            state.closed = true;
+            state.periodic_generation += 1;
+            if state.flushing {
+                let (sender, receiver) = oneshot::channel();
+                state.flush_waiters.push(sender);
+                Some(receiver)
+            } else {
+                None
+            }
+        };
+        let Some(waiter) = waiter else { return true };
+        let timeout = self.clock.sleep(self.options.close_timeout);
+        futures::pin_mut!(timeout);
+        matches!(
+            futures::future::select(waiter, timeout).await,
+            futures::future::Either::Left(_)
+        )
+    }
+
+    // ----- dead letters -----
+
+    pub async fn list_failed(&self) -> Result<Vec<FailedTask>, StoreError> {
+        self.store.list_failed().await
+    }
+
+    /// Puts a dead letter back in the queue with a fresh retry budget.
+    pub async fn retry_failed(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(task) = self.store.requeue_failed(id, self.clock.now()).await? else {
+            return Ok(false);
+        };
+        let mut state = self.state.borrow_mut();
+        state.failed_count = state.failed_count.saturating_sub(1);
+        state.schedule.upsert(task);
+        Ok(true)
+    }
+
+    pub async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
+        let discarded = self.store.discard_failed(id).await?;
+        if discarded {
+            let mut state = self.state.borrow_mut();
+            state.failed_count = state.failed_count.saturating_sub(1);
+        }
+        Ok(discarded)
+    }
+
+    // ----- snapshots -----
+
+    pub fn status(&self) -> Status {
+        let state = self.state.borrow();
+        Status {
+            pending_count: state.schedule.len(),
+            failed_count: state.failed_count,
+            in_flight_count: state.in_flight.len(),
+            online: state.online,
+            circuit: state.breaker.state().as_str(),
+            auth_required: state.auth_paused,
+            last_sync_at: state.last_sync_at,
+            last_sync_ok: state.last_sync_ok,
+            total_synced: state.metrics.completed,
+            is_sync_in_progress: state.flushing,
+        }
+    }
+
+    /// Queued tasks in the order they would run (priority, then seq).
+    pub fn queued_tasks(&self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.state.borrow().schedule.tasks().cloned().collect();
+        tasks.sort_by(|a, b| (a.priority, a.seq).cmp(&(b.priority, b.seq)));
+        tasks
+    }
+
+    pub async fn task_status(&self, id: &str) -> Result<Option<TaskStatus>, StoreError> {
+        {
+            let state = self.state.borrow();
+            if let Some(task) = state.schedule.get(id) {
+                let state_name = if state.in_flight.contains(id) {
+                    TaskState::InFlight
+                } else {
+                    TaskState::Pending
+                };
+                return Ok(Some(TaskStatus {
+                    id: id.to_owned(),
+                    state: state_name,
+                    attempts: task.attempts,
+                    next_attempt_at: task.next_attempt_at,
+                    last_error: task.last_error().cloned(),
+                }));
+            }
+        }
+        if let Some(failed) = self
+            .store
+            .list_failed()
+            .await?
+            .into_iter()
+            .find(|f| f.id == id)
+        {
+            return Ok(Some(TaskStatus {
+                id: id.to_owned(),
+                state: TaskState::Failed,
+                attempts: failed.task.attempts,
+                next_attempt_at: None,
+                last_error: failed.task.last_error().cloned(),
+            }));
+        }
+        let completed = self
+            .state
+            .borrow()
+            .recently_completed
+            .iter()
+            .any(|done| done == id);
+        Ok(completed.then(|| TaskStatus {
+            id: id.to_owned(),
+            state: TaskState::Complete,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+        }))
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        self.state.borrow().metrics.clone()
+    }
+
+    /// A verdict with reasons and what to do, from the current state.
+    pub fn health(&self) -> Health {
+        let status = self.status();
+        let now = self.clock.now();
+        let oldest = self
+            .state
+            .borrow()
+            .schedule
+            .tasks()
+            .map(|t| t.created_at)
+            .reduce(f64::min);
+        let mut issues = Vec::new();
+        let mut recommendations = Vec::new();
+        let mut verdict = HealthStatus::Healthy;
+        let mut worsen = |to: HealthStatus| {
+            if to == HealthStatus::Critical || verdict == HealthStatus::Healthy {
+                verdict = to;
+            }
+        };
+        if status.auth_required {
+            worsen(HealthStatus::Critical);
+            issues.push("the server refused the credentials; sync is paused".to_owned());
+            recommendations
+                .push("call setToken() with a fresh token, or provide getToken".to_owned());
+        }
+        if status.circuit != "closed" {
+            worsen(HealthStatus::Critical);
+            issues.push(format!(
+                "the circuit breaker is {}: the server keeps failing",
+                status.circuit
+            ));
+            recommendations
+                .push("check the server's health; the client probes it automatically".to_owned());
+        }
+        if !status.online {
+            worsen(HealthStatus::Degraded);
+            issues.push("offline: requests are queued until the network returns".to_owned());
+        }
+        if status.failed_count > 0 {
+            worsen(HealthStatus::Degraded);
+            issues.push(format!(
+                "{} task(s) in the dead letters",
+                status.failed_count
+            ));
+            recommendations
+                .push("inspect listFailed(), then retryFailed(id) or discardFailed(id)".to_owned());
+        }
+        if let Some(oldest) = oldest {
+            if now - oldest > 3_600_000.0 {
+                worsen(HealthStatus::Degraded);
+                issues.push("a task has waited for more than an hour".to_owned());
+                recommendations.push(
+                    "check connectivity and the server; call flush() to retry now".to_owned(),
+                );
+            }
+        }
+        Health {
+            status: verdict,
+            issues,
+            recommendations,
+        }
+    }
+}
+
+enum Settled {
+    Completed,
+    Failed,
+    Retried,
+    Paused,
+}
+
+fn push_error(task: &mut Task, error: TaskError, keep: usize) {
+    task.errors.push(error);
+    if task.errors.len() > keep {
+        let excess = task.errors.len() - keep;
+        task.errors.drain(..excess);
+    }
+}

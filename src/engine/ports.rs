@@ -1,0 +1,202 @@
+//! The traits through which the engine reaches the world. Each has a browser
+//! implementation (IndexedDB, fetch, timers, Web Locks, JavaScript callbacks)
+//! and an in-memory one in [`crate::testing`]. They are shaped by what the
+//! engine needs, not by the APIs they wrap.
+//!
+//! Everything runs on one thread (a JavaScript realm), so the traits use
+//! `async fn` without `Send` bounds.
+#![allow(async_fn_in_trait)]
+
+use crate::engine::events::Event;
+use crate::engine::task::{FailedTask, HttpRequest, HttpResponse, Task};
+use crate::engine::time::Millis;
+
+/// Errors of the storage layer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// The origin's storage quota is exhausted; nothing of the write was kept.
+    #[error("storage quota exceeded: {0}")]
+    Quota(String),
+    /// The database cannot be opened or used (private mode, blocked upgrade, …).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value does not have the expected shape.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Durable storage of the outbox. Every method is one atomic transaction.
+pub trait Store {
+    /// Every queued task, in no particular order.
+    async fn load_tasks(&self) -> Result<Vec<Task>, StoreError>;
+
+    /// Writes a group of registrations in one transaction. A task whose id is
+    /// new gets the next `seq`s of the persisted counter; one whose id is
+    /// already queued keeps its `seq` and `created_at` (its place) and gets
+    /// `revision + 1`. Returns the tasks as stored, in input order.
+    async fn register_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Task>, StoreError>;
+
+    /// Replaces a task's retry state, unless it was re-registered meanwhile
+    /// (stored revision differs). Returns whether it wrote.
+    async fn update_task(&self, task: &Task) -> Result<bool, StoreError>;
+
+    /// Deletes an acknowledged task, unless it was re-registered meanwhile.
+    /// Returns whether it deleted.
+    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError>;
+
+    /// Moves a task to the dead letters in one transaction (unless it was
+    /// re-registered meanwhile). Returns whether it moved.
+    async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError>;
+
+    async fn list_failed(&self) -> Result<Vec<FailedTask>, StoreError>;
+
+    async fn count_failed(&self) -> Result<u32, StoreError>;
+
+    /// Moves a dead letter back into the queue with a fresh retry budget, at
+    /// the end of the queue. Returns the task as stored.
+    async fn requeue_failed(&self, id: &str, now: Millis) -> Result<Option<Task>, StoreError>;
+
+    /// Deletes a dead letter. Returns whether it existed.
+    async fn discard_failed(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Errors of the transport: the request got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TransportError {
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("no response within {0} ms")]
+    Timeout(u32),
+}
+
+/// Sends HTTP requests. An HTTP error status is a response, not an error.
+pub trait Transport {
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        timeout_ms: u32,
+    ) -> Result<HttpResponse, TransportError>;
+}
+
+/// Time, randomness and ids: injected so tests run hours of backoff in
+/// microseconds and get repeatable jitter.
+pub trait Clock {
+    fn now(&self) -> Millis;
+    /// A uniformly distributed number in `[0, 1)`.
+    fn random(&self) -> f64;
+    /// A fresh unique id (a UUID in the browser).
+    fn unique_id(&self) -> String;
+    /// Resolves after `ms` milliseconds.
+    async fn sleep(&self, ms: Millis);
+    /// Lets everything already queued on this thread run first (one
+    /// microtask in the browser): used to group registrations made in the
+    /// same tick into one transaction.
+    async fn yield_now(&self);
+}
+
+/// Mutual exclusion of flushes across tabs and workers of one origin.
+pub trait Locks {
+    type Guard;
+    /// Waits for the flush lock of this database; released when the guard drops.
+    async fn acquire(&self) -> Self::Guard;
+}
+
+/// Receives the engine's events (the API forwards them to JS listeners).
+pub trait EventSink {
+    fn emit(&self, event: Event);
+}
+
+/// Supplies a fresh bearer token when the server answers 401/403 (the
+/// `getToken` option). `None` means the app has no better token.
+pub trait TokenSource {
+    async fn fresh_token(&self) -> Option<String>;
+}
+
+/// The bundle of implementations an [`crate::engine::Outbox`] runs on.
+pub trait Ports {
+    type Store: Store;
+    type Transport: Transport;
+    type Clock: Clock;
+    type Locks: Locks;
+    type Events: EventSink;
+    type Tokens: TokenSource;
+}
+
+// Shared handles implement the traits too, so a test (or the API) can keep
+// a reference to the implementation the engine owns.
+impl<S: Store> Store for std::rc::Rc<S> {
+    async fn load_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        (**self).load_tasks().await
+    }
+    async fn register_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Task>, StoreError> {
+        (**self).register_tasks(tasks).await
+    }
+    async fn update_task(&self, task: &Task) -> Result<bool, StoreError> {
+        (**self).update_task(task).await
+    }
+    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
+        (**self).complete_task(id, revision).await
+    }
+    async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
+        (**self).dead_letter(failed).await
+    }
+    async fn list_failed(&self) -> Result<Vec<FailedTask>, StoreError> {
+        (**self).list_failed().await
+    }
+    async fn count_failed(&self) -> Result<u32, StoreError> {
+        (**self).count_failed().await
+    }
+    async fn requeue_failed(&self, id: &str, now: Millis) -> Result<Option<Task>, StoreError> {
+        (**self).requeue_failed(id, now).await
+    }
+    async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
+        (**self).discard_failed(id).await
+    }
+}
+
+impl<T: Transport> Transport for std::rc::Rc<T> {
+    async fn send(
+        &self,
+        request: &HttpRequest,
+        timeout_ms: u32,
+    ) -> Result<HttpResponse, TransportError> {
+        (**self).send(request, timeout_ms).await
+    }
+}
+
+impl<C: Clock> Clock for std::rc::Rc<C> {
+    fn now(&self) -> Millis {
+        (**self).now()
+    }
+    fn random(&self) -> f64 {
+        (**self).random()
+    }
+    fn unique_id(&self) -> String {
+        (**self).unique_id()
+    }
+    async fn sleep(&self, ms: Millis) {
+        (**self).sleep(ms).await
+    }
+    async fn yield_now(&self) {
+        (**self).yield_now().await
+    }
+}
+
+impl<E: EventSink> EventSink for std::rc::Rc<E> {
+    fn emit(&self, event: Event) {
+        (**self).emit(event)
+    }
+}
+
+impl<T: TokenSource> TokenSource for std::rc::Rc<T> {
+    async fn fresh_token(&self) -> Option<String> {
+        (**self).fresh_token().await
+    }
+}
+
+impl<L: Locks> Locks for std::rc::Rc<L> {
+    type Guard = L::Guard;
+    async fn acquire(&self) -> Self::Guard {
+        (**self).acquire().await
+    }
+}

@@ -1,0 +1,211 @@
+//! The persisted shape of outbox work: tasks, their requests, their errors,
+//! and dead letters. These structs are what IndexedDB stores (camelCase
+//! fields, ISO dates, JSON bodies as plain objects) so a person can read them
+//! in DevTools; change them only together with a schema migration.
+
+use crate::engine::time::{iso, Millis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Schema version of the persisted task shape.
+pub const TASK_SCHEMA_VERSION: u32 = 1;
+
+/// Scheduling priority; `High` sorts first.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Parses the JavaScript spelling (`"high" | "normal" | "low"`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "high" => Some(Self::High),
+            "normal" => Some(Self::Normal),
+            "low" => Some(Self::Low),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+}
+
+/// What a task does when it runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// A plain HTTP request, replayed as registered (seed 001's tasks).
+    Request,
+}
+
+/// A request body as stored: JSON stays a plain object so DevTools shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
+/// An HTTP request to replay.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequest {
+    pub url: String,
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
+}
+
+/// The parts of a response an application needs from a replayed request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Lower-cased names; only the headers that matter to callers and to the
+    /// engine (`content-type`, `location`, `etag`, `retry-after`).
+    pub headers: BTreeMap<String, String>,
+    pub body: ResponseBody,
+}
+
+impl HttpResponse {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: BTreeMap::new(),
+            body: ResponseBody::Empty,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// A response body: parsed when JSON, text otherwise, capped by the transport.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", content = "value", rename_all = "lowercase")]
+pub enum ResponseBody {
+    Empty,
+    Json(serde_json::Value),
+    Text(String),
+}
+
+/// Why an attempt failed, in the terms the retry rules use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// No HTTP answer at all (offline, DNS, refused, CORS-masked).
+    Network,
+    /// No answer within the per-request timeout; the fetch was aborted.
+    Timeout,
+    /// 408, 429 or 5xx: the server may accept it later.
+    Retryable,
+    /// 400, 404, 422 and other 4xx: sending it again cannot help.
+    Validation,
+    /// 401 or 403: the credentials must change first.
+    Permission,
+    /// 409: the server holds a newer version.
+    Conflict,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Timeout => "timeout",
+            Self::Retryable => "retryable",
+            Self::Validation => "validation",
+            Self::Permission => "permission",
+            Self::Conflict => "conflict",
+        }
+    }
+}
+
+/// One failed attempt, as recorded on the task and in dead letters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskError {
+    pub class: ErrorClass,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(with = "iso")]
+    pub at: Millis,
+}
+
+/// What the application asks to queue; the engine completes it into a [`Task`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTask {
+    pub id: String,
+    pub priority: Priority,
+    pub ordering_key: Option<String>,
+    pub request: HttpRequest,
+    pub retry_on_failure: bool,
+}
+
+/// A unit of queued work, exactly as stored in the `tasks` object store.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    pub kind: TaskKind,
+    pub priority: Priority,
+    /// Position in the queue: a persisted counter, never a wall clock.
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    pub request: HttpRequest,
+    /// Bumped by every re-registration, so that completing an older payload
+    /// that was in flight does not delete the newer one.
+    pub revision: u32,
+    /// Sent as `Idempotency-Key`, the same on every attempt of this payload.
+    pub idempotency_key: String,
+    pub retry_on_failure: bool,
+    pub attempts: u32,
+    #[serde(default, with = "iso::option", skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Millis>,
+    #[serde(with = "iso")]
+    pub created_at: Millis,
+    #[serde(default)]
+    pub errors: Vec<TaskError>,
+}
+
+impl Task {
+    /// Tasks that share this key run one after another.
+    pub fn key(&self) -> &str {
+        self.ordering_key.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn last_error(&self) -> Option<&TaskError> {
+        self.errors.last()
+    }
+
+    pub fn is_due(&self, now: Millis) -> bool {
+        self.next_attempt_at.is_none_or(|at| at <= now)
+    }
+}
+
+/// A task that will not be retried, with every error it met.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedTask {
+    pub id: String,
+    pub task: Task,
+    pub reason: String,
+    #[serde(with = "iso")]
+    pub failed_at: Millis,
+}

@@ -1,0 +1,10 @@
+//! Storage adapters behind [`crate::engine::Store`]: IndexedDB in the
+//! browser ([`idb`], through rexie) and an in-memory store ([`memory`]) for
+//! native tests and for hosts without IndexedDB.
+
+pub mod memory;
+
+#[cfg(target_arch = "wasm32")]
+pub mod idb;
+
+pub use memory::MemoryStore;
