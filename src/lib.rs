@@ -8,6 +8,10 @@
 
 pub mod engine;
 pub mod store;
+pub mod transport;
+
+#[cfg(target_arch = "wasm32")]
+pub mod platform;
 #[doc(hidden)]
 pub mod testing;
 

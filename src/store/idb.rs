@@ -1,1 +1,376 @@
+//! The IndexedDB [`Store`], through rexie. Owns the database schema (one
+//! place, versioned) and the translation between engine types and the plain
+//! objects stored, which read well in DevTools → Application → IndexedDB.
+//!
+//! Database `tidesync:<name>`, version [`SCHEMA_VERSION`]:
+//! - `tasks`   key `id`, index `seq`: queued work
+//! - `failed`  key `id`: dead letters
+//! - `records` key `[entityType, id]`, index `entityType`: replicated records
+//! - `meta`    key `key`: `{key, value}` pairs (task seq counter, client id,
+//!   cursors, schema version)
+//!
+//! Every method is one transaction; writes issue all their requests and
+//! await the transaction once (awaiting each put would cost ~3x).
 
+use crate::engine::ports::{Store, StoreError};
+use crate::engine::task::{FailedTask, Task};
+use crate::engine::time::Millis;
+use rexie::{Index, ObjectStore, Rexie, TransactionMode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashSet;
+use wasm_bindgen::JsValue;
+
+/// Version of the IndexedDB schema. Raising it runs the upgrade path, which
+/// rexie applies by creating the stores and indexes that are missing.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const TASKS: &str = "tasks";
+pub const FAILED: &str = "failed";
+pub const RECORDS: &str = "records";
+pub const META: &str = "meta";
+
+const SEQ_KEY: &str = "taskSeq";
+
+/// The IndexedDB-backed store of one client.
+pub struct IdbStore {
+    db: Rexie,
+    name: String,
+}
+
+impl IdbStore {
+    /// The database name for a client name.
+    pub fn database_name(client_name: &str) -> String {
+        format!("tidesync:{client_name}")
+    }
+
+    /// Opens (creating or upgrading) the database of a client.
+    pub async fn open(client_name: &str) -> Result<Self, StoreError> {
+        let name = Self::database_name(client_name);
+        let db = Rexie::builder(&name)
+            .version(SCHEMA_VERSION)
+            .add_object_store(
+                ObjectStore::new(TASKS)
+                    .key_path("id")
+                    .add_index(Index::new("seq", "seq")),
+            )
+            .add_object_store(ObjectStore::new(FAILED).key_path("id"))
+            .add_object_store(
+                ObjectStore::new(RECORDS)
+                    .key_path_array(["entityType", "id"])
+                    .add_index(Index::new("entityType", "entityType")),
+            )
+            .add_object_store(ObjectStore::new(META).key_path("key"))
+            .build()
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open IndexedDB database {name}: {e:?}"))
+            })?;
+        let store = Self { db, name };
+        store.put_meta("schemaVersion", &SCHEMA_VERSION).await?;
+        Ok(store)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The underlying database, for the replication layer's own stores.
+    pub fn database(&self) -> &Rexie {
+        &self.db
+    }
+
+    /// Closes the connection (the data stays).
+    pub fn close(self) {
+        self.db.close();
+    }
+
+    /// Deletes a client's database entirely.
+    pub async fn delete(client_name: &str) -> Result<(), StoreError> {
+        Rexie::delete(&Self::database_name(client_name))
+            .await
+            .map_err(map_error)
+    }
+
+    pub async fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[META], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        let Some(entry) = meta.get(JsValue::from_str(key)).await.map_err(map_error)? else {
+            return Ok(None);
+        };
+        let value =
+            js_sys::Reflect::get(&entry, &JsValue::from_str("value")).unwrap_or(JsValue::UNDEFINED);
+        if value.is_undefined() {
+            return Ok(None);
+        }
+        from_js(value).map(Some)
+    }
+
+    pub async fn put_meta<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .transaction(&[META], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        meta.put(&meta_entry(key, value)?, None)
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(())
+    }
+}
+
+/// Serializes to a plain object (maps as objects), as DevTools shows best.
+pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, StoreError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true))
+        .map_err(|e| StoreError::Corrupt(format!("cannot store value: {e}")))
+}
+
+pub fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, StoreError> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn meta_entry<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<JsValue, StoreError> {
+    #[derive(Serialize)]
+    struct Entry<'a, T: ?Sized> {
+        key: &'a str,
+        value: &'a T,
+    }
+    to_js(&Entry { key, value })
+}
+
+/// Maps rexie's errors to the store's: quota errors are told apart because
+/// the app must react to them (free space, or ask for persistence).
+pub fn map_error(error: rexie::Error) -> StoreError {
+    let text = format!("{error:?}");
+    if text.contains("QuotaExceeded") {
+        StoreError::Quota("the browser refused to store more data for this origin".into())
+    } else {
+        StoreError::Unavailable(text)
+    }
+}
+
+impl Store for IdbStore {
+    async fn load_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let values = tasks.get_all(None, None).await.map_err(map_error)?;
+        values.into_iter().map(from_js).collect()
+    }
+
+    async fn register_tasks(&self, mut batch: Vec<Task>) -> Result<Vec<Task>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS, META], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        let seq_entry = meta
+            .get(JsValue::from_str(SEQ_KEY))
+            .await
+            .map_err(map_error)?;
+        let mut seq: u64 = match seq_entry {
+            Some(entry) => js_sys::Reflect::get(&entry, &JsValue::from_str("value"))
+                .ok()
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0) as u64,
+            None => 0,
+        };
+        let existing: HashSet<String> = tasks
+            .get_all_keys(None, None)
+            .await
+            .map_err(map_error)?
+            .into_iter()
+            .filter_map(|k| k.as_string())
+            .collect();
+        for task in batch.iter_mut() {
+            if existing.contains(&task.id) {
+                let stored = tasks
+                    .get(JsValue::from_str(&task.id))
+                    .await
+                    .map_err(map_error)?;
+                if let Some(stored) = stored {
+                    let stored: Task = from_js(stored)?;
+                    task.seq = stored.seq;
+                    task.created_at = stored.created_at;
+                    task.revision = stored.revision + 1;
+                    continue;
+                }
+            }
+            seq += 1;
+            task.seq = seq;
+        }
+        let values = batch
+            .iter()
+            .map(|t| to_js(t).map(|v| (v, None)))
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.put_all(values.into_iter()).await.map_err(map_error)?;
+        meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(batch)
+    }
+
+    async fn update_task(&self, task: &Task) -> Result<bool, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        if !same_revision(&tasks, &task.id, task.revision).await? {
+            return Ok(false);
+        }
+        tasks.put(&to_js(task)?, None).await.map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        if !same_revision(&tasks, id, revision).await? {
+            return Ok(false);
+        }
+        tasks
+            .delete(JsValue::from_str(id))
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS, FAILED], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        if !same_revision(&tasks, &failed.id, failed.task.revision).await? {
+            return Ok(false);
+        }
+        tasks
+            .delete(JsValue::from_str(&failed.id))
+            .await
+            .map_err(map_error)?;
+        let failed_store = tx.store(FAILED).map_err(map_error)?;
+        failed_store
+            .put(&to_js(failed)?, None)
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(true)
+    }
+
+    async fn list_failed(&self) -> Result<Vec<FailedTask>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[FAILED], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let failed = tx.store(FAILED).map_err(map_error)?;
+        let values = failed.get_all(None, None).await.map_err(map_error)?;
+        values.into_iter().map(from_js).collect()
+    }
+
+    async fn count_failed(&self) -> Result<u32, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[FAILED], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let failed = tx.store(FAILED).map_err(map_error)?;
+        failed.count(None).await.map_err(map_error)
+    }
+
+    async fn requeue_failed(&self, id: &str, _now: Millis) -> Result<Option<Task>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS, FAILED, META], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let failed_store = tx.store(FAILED).map_err(map_error)?;
+        let Some(value) = failed_store
+            .get(JsValue::from_str(id))
+            .await
+            .map_err(map_error)?
+        else {
+            return Ok(None);
+        };
+        let failed: FailedTask = from_js(value)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        failed_store
+            .delete(JsValue::from_str(id))
+            .await
+            .map_err(map_error)?;
+        if let Some(queued) = tasks.get(JsValue::from_str(id)).await.map_err(map_error)? {
+            // The app re-registered this id since it failed: the newer payload wins.
+            tx.done().await.map_err(map_error)?;
+            return from_js(queued).map(Some);
+        }
+        let seq_entry = meta
+            .get(JsValue::from_str(SEQ_KEY))
+            .await
+            .map_err(map_error)?;
+        let seq = seq_entry
+            .and_then(|e| js_sys::Reflect::get(&e, &JsValue::from_str("value")).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0) as u64
+            + 1;
+        let mut task = failed.task;
+        task.seq = seq;
+        task.attempts = 0;
+        task.errors.clear();
+        task.next_attempt_at = None;
+        task.revision += 1;
+        tasks.put(&to_js(&task)?, None).await.map_err(map_error)?;
+        meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        Ok(Some(task))
+    }
+
+    async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[FAILED], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let failed = tx.store(FAILED).map_err(map_error)?;
+        let existed = failed
+            .key_exists(JsValue::from_str(id))
+            .await
+            .map_err(map_error)?;
+        if existed {
+            failed
+                .delete(JsValue::from_str(id))
+                .await
+                .map_err(map_error)?;
+        }
+        tx.done().await.map_err(map_error)?;
+        Ok(existed)
+    }
+}
+
+async fn same_revision(tasks: &rexie::Store, id: &str, revision: u32) -> Result<bool, StoreError> {
+    let Some(stored) = tasks.get(JsValue::from_str(id)).await.map_err(map_error)? else {
+        return Ok(false);
+    };
+    let stored_revision = js_sys::Reflect::get(&stored, &JsValue::from_str("revision"))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(-1.0);
+    Ok(stored_revision == revision as f64)
+}

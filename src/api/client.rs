@@ -1,0 +1,472 @@
+//! `SyncClient`: the object a web app holds. It wires the engine to the
+//! browser ports (IndexedDB, fetch, timers, Web Locks, connectivity events)
+//! and exposes the API of docs/api.md.
+
+use crate::api::error::{tidesync_error, ApiError};
+use crate::api::events::{JsEvents, EVENT_NAMES};
+use crate::api::log::Logger;
+use crate::api::options::{parse_client_options, parse_register};
+use crate::engine::outbox::{FlushReport, Outbox};
+use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
+use crate::platform::clock::BrowserClock;
+use crate::platform::global;
+use crate::platform::locks::FlushLock;
+use crate::store::idb::{to_js, IdbStore};
+use crate::transport::http::HttpTransport;
+use gloo_timers::callback::Timeout;
+use js_sys::{Function, Promise};
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+
+/// The browser implementations of the engine's ports.
+pub struct BrowserPorts;
+
+impl Ports for BrowserPorts {
+    type Store = Rc<IdbStore>;
+    type Transport = HttpTransport;
+    type Clock = BrowserClock;
+    type Locks = FlushLock;
+    type Events = Rc<JsEvents>;
+    type Tokens = JsTokens;
+}
+
+/// The `getToken` option: called when the server refuses the credentials.
+pub struct JsTokens(Option<Function>);
+
+impl TokenSource for JsTokens {
+    async fn fresh_token(&self) -> Option<String> {
+        let function = self.0.as_ref()?;
+        let value = function.call0(&JsValue::NULL).ok()?;
+        let value = match value.dyn_into::<Promise>() {
+            Ok(promise) => JsFuture::from(promise).await.ok()?,
+            Err(value) => value,
+        };
+        value.as_string().filter(|t| !t.is_empty())
+    }
+}
+
+pub(crate) struct Inner {
+    name: String,
+    outbox: Outbox<BrowserPorts>,
+    events: Rc<JsEvents>,
+    auto_flush: bool,
+    closed: Cell<bool>,
+    flush_scheduled: Cell<bool>,
+    wake_timer: RefCell<Option<Timeout>>,
+    global_listeners: RefCell<Vec<(&'static str, Closure<dyn FnMut(JsValue)>)>>,
+}
+
+/// An offline-first sync client over one IndexedDB database.
+#[wasm_bindgen]
+pub struct SyncClient {
+    inner: Rc<Inner>,
+}
+
+fn store_error(error: StoreError) -> JsValue {
+    ApiError::from(error).into()
+}
+
+fn to_js_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    to_js(value).map_err(store_error)
+}
+
+#[wasm_bindgen]
+impl SyncClient {
+    /// Opens (or creates) the client's database and starts listening for
+    /// connectivity. Rejects with `TidesyncError` `invalid-options` naming the
+    /// field, or `storage-unavailable`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncClient>")]
+    pub fn open(
+        #[wasm_bindgen(unchecked_param_type = "SyncClientOptions")] options: JsValue,
+    ) -> Promise {
+        future_to_promise(async move {
+            let options = parse_client_options(&options)?;
+            let logger = Logger::new(&options.name, options.log_level);
+            let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
+            let events = Rc::new(JsEvents::new(logger));
+            let outbox = Outbox::<BrowserPorts>::open(
+                store.clone(),
+                HttpTransport,
+                BrowserClock,
+                FlushLock::new(store.name()),
+                events.clone(),
+                JsTokens(options.get_token),
+                options.outbox,
+                options.token,
+            )
+            .await
+            .map_err(store_error)?;
+            let inner = Rc::new(Inner {
+                name: options.name,
+                outbox,
+                events,
+                auto_flush: options.auto_flush,
+                closed: Cell::new(false),
+                flush_scheduled: Cell::new(false),
+                wake_timer: RefCell::new(None),
+                global_listeners: RefCell::new(Vec::new()),
+            });
+            listen_for_connectivity(&inner);
+            let online = global::navigator_online();
+            inner.outbox.set_online(online);
+            if inner.auto_flush && online && inner.outbox.status().pending_count > 0 {
+                schedule_flush(&inner);
+            }
+            crate::api::devtools::register_client(&inner);
+            Ok(SyncClient { inner }.into())
+        })
+    }
+
+    /// The client's name (its database is `tidesync:<name>`).
+    #[wasm_bindgen(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name.clone()
+    }
+
+    /// Queues an HTTP request under `id`. Registering an id that is already
+    /// queued replaces its payload and keeps its place. Resolves with the
+    /// stored task once it is durable in IndexedDB.
+    #[wasm_bindgen(unchecked_return_type = "Promise<QueuedTask>")]
+    pub fn register(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "RegisterOptions")] options: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let task = parse_register(&id, &options)?;
+            let stored = inner.outbox.register(task).await.map_err(store_error)?;
+            if inner.auto_flush && global::navigator_online() {
+                schedule_flush(&inner);
+            }
+            to_js_value(&stored)
+        })
+    }
+
+    /// Runs due work now; resolves with a report when the flush ends.
+    #[wasm_bindgen(unchecked_return_type = "Promise<FlushReport>")]
+    pub fn flush(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let report = run_flush(&inner).await.map_err(store_error)?;
+            Ok(flush_report_js(&report))
+        })
+    }
+
+    /// Stops timers and listeners, waits for the flush in progress (up to
+    /// `closeTimeout`), and leaves every unfinished task queued.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            if inner.closed.replace(true) {
+                return Ok(JsValue::UNDEFINED);
+            }
+            inner.wake_timer.borrow_mut().take();
+            let target = global::global();
+            for (name, listener) in inner.global_listeners.borrow_mut().drain(..) {
+                let _ = global::call(
+                    &target,
+                    "removeEventListener",
+                    &[JsValue::from_str(name), listener.as_ref().clone()],
+                );
+            }
+            let finished = inner.outbox.close().await;
+            if !finished {
+                inner.events.logger().warn(
+                    "close() timed out waiting for the flush; unfinished tasks stay queued",
+                    None,
+                );
+            }
+            crate::api::devtools::unregister_client(&inner.name);
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Flushes every `intervalMs` (chained timers: no overlap, no pile-up).
+    #[wasm_bindgen(js_name = startPeriodicSync)]
+    pub fn start_periodic_sync(&self, interval_ms: f64) -> Result<(), JsValue> {
+        self.inner.ensure_open()?;
+        if !interval_ms.is_finite() || interval_ms < 100.0 {
+            return Err(ApiError::InvalidOptions(
+                "`intervalMs` must be a number of milliseconds, at least 100".into(),
+            )
+            .into());
+        }
+        let inner = self.inner.clone();
+        spawn_local(async move { inner.outbox.run_periodic(interval_ms).await });
+        Ok(())
+    }
+
+    #[wasm_bindgen(js_name = stopPeriodicSync)]
+    pub fn stop_periodic_sync(&self) {
+        self.inner.outbox.stop_periodic();
+    }
+
+    /// Subscribes to an event; returns a function that unsubscribes.
+    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    pub fn on(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] event: JsValue,
+        listener: Function,
+    ) -> Result<Function, JsValue> {
+        let name = event.as_string().unwrap_or_default();
+        if !EVENT_NAMES.contains(&name.as_str()) {
+            return Err(ApiError::InvalidEvent(format!(
+                "unknown event {name:?}; expected one of: {}",
+                EVENT_NAMES.join(", ")
+            ))
+            .into());
+        }
+        let id = self.inner.events.add(&name, listener);
+        let events = Rc::downgrade(&self.inner.events);
+        let off = Closure::once_into_js(move || {
+            if let Some(events) = events.upgrade() {
+                events.remove(id);
+            }
+        });
+        Ok(off.unchecked_into())
+    }
+
+    /// `{pendingCount, failedCount, inFlightCount, online, circuit, …}`.
+    #[wasm_bindgen(js_name = getStatus, unchecked_return_type = "SyncStatus")]
+    pub fn get_status(&self) -> Result<JsValue, JsValue> {
+        to_js_value(&self.inner.outbox.status())
+    }
+
+    /// One task's state, or `null` when the id is unknown.
+    #[wasm_bindgen(js_name = getTaskStatus, unchecked_return_type = "Promise<TaskStatus | null>")]
+    pub fn get_task_status(&self, id: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            match inner.outbox.task_status(&id).await.map_err(store_error)? {
+                Some(status) => to_js_value(&status),
+                None => Ok(JsValue::NULL),
+            }
+        })
+    }
+
+    #[wasm_bindgen(js_name = getMetrics, unchecked_return_type = "SyncMetrics")]
+    pub fn get_metrics(&self) -> Result<JsValue, JsValue> {
+        to_js_value(&self.inner.outbox.metrics())
+    }
+
+    #[wasm_bindgen(js_name = getHealth, unchecked_return_type = "SyncHealth")]
+    pub fn get_health(&self) -> Result<JsValue, JsValue> {
+        to_js_value(&self.inner.outbox.health())
+    }
+
+    /// Queued tasks in the order they would run.
+    #[wasm_bindgen(js_name = listQueued, unchecked_return_type = "QueuedTask[]")]
+    pub fn list_queued(&self) -> Result<JsValue, JsValue> {
+        to_js_value(&self.inner.outbox.queued_tasks())
+    }
+
+    /// Dead letters: tasks that will not be retried, with every error.
+    #[wasm_bindgen(js_name = listFailed, unchecked_return_type = "Promise<FailedTask[]>")]
+    pub fn list_failed(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            to_js_value(&inner.outbox.list_failed().await.map_err(store_error)?)
+        })
+    }
+
+    /// Puts a dead letter back in the queue with a fresh retry budget.
+    #[wasm_bindgen(js_name = retryFailed, unchecked_return_type = "Promise<boolean>")]
+    pub fn retry_failed(&self, id: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let requeued = inner.outbox.retry_failed(&id).await.map_err(store_error)?;
+            if requeued && inner.auto_flush {
+                schedule_flush(&inner);
+            }
+            Ok(JsValue::from_bool(requeued))
+        })
+    }
+
+    #[wasm_bindgen(js_name = discardFailed, unchecked_return_type = "Promise<boolean>")]
+    pub fn discard_failed(&self, id: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            Ok(JsValue::from_bool(
+                inner
+                    .outbox
+                    .discard_failed(&id)
+                    .await
+                    .map_err(store_error)?,
+            ))
+        })
+    }
+
+    /// A new bearer token: resumes work paused by `auth:required`.
+    #[wasm_bindgen(js_name = setToken)]
+    pub fn set_token(&self, token: Option<String>) {
+        self.inner.outbox.set_token(token.filter(|t| !t.is_empty()));
+        if self.inner.auto_flush && !self.inner.closed.get() {
+            schedule_flush(&self.inner);
+        }
+    }
+
+    /// Page side: registers a Background Sync tag (default `"tidesync"`).
+    /// Resolves `false` where the browser has no Background Sync API; the
+    /// client then relies on `online` events and flushing on load.
+    #[wasm_bindgen(js_name = requestBackgroundSync, unchecked_return_type = "Promise<boolean>")]
+    pub fn request_background_sync(&self, tag: Option<String>) -> Promise {
+        let tag = tag.unwrap_or_else(|| "tidesync".into());
+        future_to_promise(async move {
+            let container = global::prop(&global::get("navigator"), "serviceWorker");
+            let ready = global::prop(&container, "ready");
+            let Ok(ready) = ready.dyn_into::<Promise>() else {
+                return Ok(JsValue::FALSE);
+            };
+            let registration = JsFuture::from(ready).await?;
+            let sync = global::prop(&registration, "sync");
+            if sync.is_undefined() {
+                return Ok(JsValue::FALSE);
+            }
+            let pending = global::call(&sync, "register", &[JsValue::from_str(&tag)])?;
+            JsFuture::from(Promise::from(pending)).await?;
+            Ok(JsValue::TRUE)
+        })
+    }
+
+    /// Worker side, for `self.addEventListener("sync", e =>
+    /// e.waitUntil(client.handleSyncEvent(e.tag)))`: flushes, and rejects
+    /// when work remains so the browser schedules another sync.
+    #[wasm_bindgen(js_name = handleSyncEvent, unchecked_return_type = "Promise<FlushReport>")]
+    pub fn handle_sync_event(&self, tag: Option<String>) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            inner
+                .events
+                .logger()
+                .debug(&format!("sync event {:?}", tag.unwrap_or_default()), None);
+            inner.outbox.set_online(true);
+            let report = run_flush(&inner).await.map_err(store_error)?;
+            if report.remaining > 0 {
+                return Err(tidesync_error(
+                    "sync-incomplete",
+                    &format!(
+                        "{} task(s) remain queued; the browser will retry the sync",
+                        report.remaining
+                    ),
+                ));
+            }
+            Ok(flush_report_js(&report))
+        })
+    }
+}
+
+impl Inner {
+    fn ensure_open(&self) -> Result<(), JsValue> {
+        if self.closed.get() {
+            return Err(ApiError::Closed.into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox<BrowserPorts> {
+        &self.outbox
+    }
+}
+
+fn flush_report_js(report: &FlushReport) -> JsValue {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Report {
+        sent: usize,
+        completed: usize,
+        failed: usize,
+        retried: usize,
+        remaining: usize,
+        next_wakeup_at: Option<String>,
+    }
+    to_js(&Report {
+        sent: report.sent,
+        completed: report.completed,
+        failed: report.failed,
+        retried: report.retried,
+        remaining: report.remaining,
+        next_wakeup_at: report.next_wakeup_at.map(crate::engine::time::to_iso),
+    })
+    .unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Coalesces flush requests made in one tick into one flush.
+fn schedule_flush(inner: &Rc<Inner>) {
+    if inner.closed.get() || inner.flush_scheduled.replace(true) {
+        return;
+    }
+    let inner = inner.clone();
+    spawn_local(async move {
+        inner.outbox.clock().yield_now().await;
+        inner.flush_scheduled.set(false);
+        if let Err(error) = run_flush(&inner).await {
+            inner
+                .events
+                .logger()
+                .error(&format!("flush failed: {error}"), None);
+        }
+    });
+}
+
+async fn run_flush(inner: &Rc<Inner>) -> Result<FlushReport, StoreError> {
+    let started = crate::api::devtools::performance_now();
+    let report = inner.outbox.flush().await?;
+    crate::api::devtools::measure("tidesync:flush", started, &inner.name, &report);
+    arm_wake_timer(inner, report.next_wakeup_at);
+    Ok(report)
+}
+
+/// One timer for the next backoff expiry or breaker probe.
+fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
+    let Some(at) = at else {
+        inner.wake_timer.borrow_mut().take();
+        return;
+    };
+    if inner.closed.get() || !inner.auto_flush {
+        return;
+    }
+    let delay = (at - inner.outbox.clock().now()).clamp(20.0, 2_147_000_000.0);
+    let weak: Weak<Inner> = Rc::downgrade(inner);
+    let timer = Timeout::new(delay as u32, move || {
+        if let Some(inner) = weak.upgrade() {
+            schedule_flush(&inner);
+        }
+    });
+    *inner.wake_timer.borrow_mut() = Some(timer);
+}
+
+fn listen_for_connectivity(inner: &Rc<Inner>) {
+    let target = global::global();
+    for (name, online) in [("online", true), ("offline", false)] {
+        let weak = Rc::downgrade(inner);
+        let listener = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+            let Some(inner) = weak.upgrade() else { return };
+            inner.outbox.set_online(online);
+            if online && inner.auto_flush {
+                schedule_flush(&inner);
+            }
+        });
+        if global::call(
+            &target,
+            "addEventListener",
+            &[JsValue::from_str(name), listener.as_ref().clone()],
+        )
+        .is_ok()
+        {
+            inner.global_listeners.borrow_mut().push((name, listener));
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Validation of what JavaScript passes in: `SyncClient.open(options)` and
+//! `register(id, options)`. Every error names the field and says what to
+//! do; unknown fields are errors too, because a typo (`retires`) silently
+//! ignored is worse than a loud one.
+
+use crate::api::error::ApiError;
+use crate::api::log::LogLevel;
+use crate::engine::options::{BreakerOptions, OutboxOptions, RetryOptions};
+use crate::engine::task::{Body, HttpRequest, NewTask, Priority};
+use js_sys::{Function, Object, Reflect};
+use std::collections::BTreeMap;
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Validated `SyncClient.open()` options.
+pub struct ClientOptions {
+    pub name: String,
+    pub token: Option<String>,
+    pub get_token: Option<Function>,
+    pub log_level: LogLevel,
+    pub outbox: OutboxOptions,
+    /// Flush automatically on registration, `online`, and backoff timers.
+    pub auto_flush: bool,
+}
+
+const CLIENT_FIELDS: &[&str] = &[
+    "name",
+    "serverUrl",
+    "token",
+    "getToken",
+    "entityTypes",
+    "retry",
+    "circuitBreaker",
+    "conflictStrategy",
+    "onConflict",
+    "batchSize",
+    "logLevel",
+    "concurrency",
+    "requestTimeout",
+    "closeTimeout",
+    "autoFlush",
+];
+
+fn invalid(message: String) -> ApiError {
+    ApiError::InvalidOptions(message)
+}
+
+struct Reader<'a> {
+    object: &'a JsValue,
+    path: &'a str,
+    error: fn(String) -> ApiError,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        object: &'a JsValue,
+        path: &'a str,
+        error: fn(String) -> ApiError,
+    ) -> Result<Self, ApiError> {
+        if !object.is_object() || object.is_function() || js_sys::Array::is_array(object) {
+            let what = if path.is_empty() { "the options" } else { path };
+            return Err(error(format!(
+                "{what} must be an object, like {{ name: \"app\" }}"
+            )));
+        }
+        Ok(Self {
+            object,
+            path,
+            error,
+        })
+    }
+
+    fn field(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<JsValue> {
+        let value = Reflect::get(self.object, &JsValue::from_str(name)).ok()?;
+        (!value.is_undefined() && !value.is_null()).then_some(value)
+    }
+
+    fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
+        for key in Object::keys(self.object.unchecked_ref::<Object>()).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !known.contains(&key.as_str()) {
+                return Err((self.error)(format!(
+                    "unknown option `{}`; expected one of: {}",
+                    self.field(&key),
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_string()
+                .map(Some)
+                .ok_or_else(|| (self.error)(format!("`{}` must be a string", self.field(name)))),
+        }
+    }
+
+    fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(n) if n.is_finite() && n >= min && n <= max => Ok(Some(n)),
+                _ => Err((self.error)(format!(
+                    "`{}` must be a number between {min} and {max}",
+                    self.field(name)
+                ))),
+            },
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| {
+                (self.error)(format!("`{}` must be true or false", self.field(name)))
+            }),
+        }
+    }
+
+    fn function(&self, name: &str) -> Result<Option<Function>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .dyn_into::<Function>()
+                .map(Some)
+                .map_err(|_| (self.error)(format!("`{}` must be a function", self.field(name)))),
+        }
+    }
+}
+
+const DAY: f64 = 86_400_000.0;
+
+pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> {
+    let r = Reader::new(value, "", invalid)?;
+    r.reject_unknown(CLIENT_FIELDS)?;
+    let name = r.string("name")?.ok_or_else(|| {
+        invalid("`name` is required: the client's name, e.g. { name: \"app\" }".into())
+    })?;
+    if name.is_empty() || name.len() > 200 {
+        return Err(invalid("`name` must be 1 to 200 characters".into()));
+    }
+    let mut outbox = OutboxOptions::default();
+    if let Some(url) = r.string("serverUrl")? {
+        if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/')) {
+            return Err(invalid(format!(
+                "`serverUrl` must be an http(s) URL or an absolute path, got {url:?}"
+            )));
+        }
+        outbox.server_url = Some(url.trim_end_matches('/').to_owned());
+    }
+    if let Some(retry) = r.get("retry") {
+        let rr = Reader::new(&retry, "retry", invalid)?;
+        rr.reject_unknown(&[
+            "maxRetries",
+            "baseDelay",
+            "maxDelay",
+            "backoffMultiplier",
+            "jitter",
+        ])?;
+        let d = RetryOptions::default();
+        outbox.retry = RetryOptions {
+            max_retries: rr
+                .number("maxRetries", 0.0, 1000.0)?
+                .map_or(d.max_retries, |n| n as u32),
+            base_delay: rr.number("baseDelay", 0.0, DAY)?.unwrap_or(d.base_delay),
+            max_delay: rr
+                .number("maxDelay", 0.0, 7.0 * DAY)?
+                .unwrap_or(d.max_delay),
+            backoff_multiplier: rr
+                .number("backoffMultiplier", 1.0, 100.0)?
+                .unwrap_or(d.backoff_multiplier),
+            jitter: rr.boolean("jitter")?.unwrap_or(d.jitter),
+        };
+        if outbox.retry.max_delay < outbox.retry.base_delay {
+            return Err(invalid(
+                "`retry.maxDelay` must be at least `retry.baseDelay`".into(),
+            ));
+        }
+    }
+    if let Some(breaker) = r.get("circuitBreaker") {
+        let br = Reader::new(&breaker, "circuitBreaker", invalid)?;
+        br.reject_unknown(&["failureThreshold", "cooldown", "maxCooldown"])?;
+        let d = BreakerOptions::default();
+        let cooldown = br.number("cooldown", 0.0, DAY)?.unwrap_or(d.cooldown);
+        outbox.circuit_breaker = BreakerOptions {
+            failure_threshold: br
+                .number("failureThreshold", 1.0, 1_000_000.0)?
+                .map_or(d.failure_threshold, |n| n as u32),
+            cooldown,
+            max_cooldown: br
+                .number("maxCooldown", 0.0, 7.0 * DAY)?
+                .unwrap_or((cooldown * 16.0).max(cooldown)),
+        };
+    }
+    if let Some(n) = r.number("concurrency", 1.0, 64.0)? {
+        outbox.concurrency = n as usize;
+    }
+    if let Some(n) = r.number("requestTimeout", 1.0, DAY)? {
+        outbox.request_timeout = n as u32;
+    }
+    if let Some(n) = r.number("closeTimeout", 0.0, DAY)? {
+        outbox.close_timeout = n;
+    }
+    // Accepted now, used by replication: validated so a typo fails early.
+    if let Some(types) = r.get("entityTypes") {
+        let ok = js_sys::Array::is_array(&types)
+            && js_sys::Array::from(&types)
+                .iter()
+                .all(|t| t.as_string().is_some_and(|s| !s.is_empty()));
+        if !ok {
+            return Err(invalid(
+                "`entityTypes` must be an array of non-empty strings".into(),
+            ));
+        }
+    }
+    if let Some(strategy) = r.string("conflictStrategy")? {
+        if !["server-wins", "client-wins", "last-write-wins", "merge"].contains(&strategy.as_str())
+        {
+            return Err(invalid(format!(
+                "`conflictStrategy` must be \"server-wins\", \"client-wins\", \"last-write-wins\" or \"merge\", got {strategy:?}"
+            )));
+        }
+    }
+    r.function("onConflict")?;
+    r.number("batchSize", 1.0, 10_000.0)?;
+    let log_level = match r.string("logLevel")? {
+        None => LogLevel::Warn,
+        Some(level) => LogLevel::parse(&level).ok_or_else(|| {
+            invalid(format!("`logLevel` must be \"debug\", \"info\", \"warn\", \"error\" or \"silent\", got {level:?}"))
+        })?,
+    };
+    Ok(ClientOptions {
+        name,
+        token: r.string("token")?,
+        get_token: r.function("getToken")?,
+        log_level,
+        outbox,
+        auto_flush: r.boolean("autoFlush")?.unwrap_or(true),
+    })
+}
+
+const TASK_FIELDS: &[&str] = &[
+    "url",
+    "method",
+    "data",
+    "body",
+    "headers",
+    "priority",
+    "orderingKey",
+    "retryOnFailure",
+];
+
+fn invalid_task(message: String) -> ApiError {
+    ApiError::InvalidTask(message)
+}
+
+/// Validates `register(id, options)`.
+pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError> {
+    let id = id
+        .as_string()
+        .filter(|s| !s.is_empty() && s.len() <= 500)
+        .ok_or_else(|| {
+            invalid_task("`id` must be a non-empty string (at most 500 characters)".into())
+        })?;
+    let r = Reader::new(value, "", invalid_task)?;
+    r.reject_unknown(TASK_FIELDS)?;
+    let url = r.string("url")?.filter(|u| !u.is_empty()).ok_or_else(|| {
+        invalid_task("`url` is required: the URL to send, e.g. \"/api/items\"".into())
+    })?;
+    let data = r.get("data");
+    let text_body = r.string("body")?;
+    if data.is_some() && text_body.is_some() {
+        return Err(invalid_task(
+            "give either `data` (JSON) or `body` (text), not both".into(),
+        ));
+    }
+    let body = match (data, text_body) {
+        (Some(data), _) => Some(Body::Json(
+            serde_wasm_bindgen::from_value::<serde_json::Value>(data)
+                .map_err(|e| invalid_task(format!("`data` must be JSON-serializable (plain objects, arrays, strings, numbers, booleans, null): {e}")))?,
+        )),
+        (None, Some(text)) => Some(Body::Text(text)),
+        (None, None) => None,
+    };
+    let method = r
+        .string("method")?
+        .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
+    let method = method.to_ascii_uppercase();
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(invalid_task(format!(
+            "`method` must be an HTTP method like \"POST\", got {method:?}"
+        )));
+    }
+    let mut headers = BTreeMap::new();
+    if let Some(h) = r.get("headers") {
+        let hr = Reader::new(&h, "headers", invalid_task)?;
+        for key in Object::keys(h.unchecked_ref::<Object>()).iter() {
+            let key = key.as_string().unwrap_or_default();
+            let value = hr.string(&key)?.unwrap_or_default();
+            headers.insert(key, value);
+        }
+    }
+    let priority = match r.string("priority")? {
+        None => Priority::Normal,
+        Some(p) => Priority::parse(&p).ok_or_else(|| {
+            invalid_task(format!(
+                "`priority` must be \"high\", \"normal\" or \"low\", got {p:?}"
+            ))
+        })?,
+    };
+    let ordering_key = r.string("orderingKey")?.filter(|k| !k.is_empty());
+    Ok(NewTask {
+        id,
+        priority,
+        ordering_key,
+        request: HttpRequest {
+            url,
+            method,
+            headers,
+            body,
+        },
+        retry_on_failure: r.boolean("retryOnFailure")?.unwrap_or(true),
+    })
+}

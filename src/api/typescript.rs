@@ -1,0 +1,158 @@
+//! The TypeScript declarations of the public API, written next to the
+//! bindings so the `.d.ts` says exactly what JavaScript receives: string
+//! literal unions for priorities and states, and an event-name → listener
+//! map so `client.on("sync:failed", (task, error) => …)` is typed.
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+export type Priority = "high" | "normal" | "low";
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+export type ConflictStrategy = "server-wins" | "client-wins" | "last-write-wins" | "merge";
+export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict";
+export type TidesyncErrorCode =
+  | "invalid-options" | "invalid-task" | "invalid-event" | "closed"
+  | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete";
+/** Every error thrown or rejected by Tidesync. */
+export interface TidesyncError extends Error { name: "TidesyncError"; code: TidesyncErrorCode; }
+
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+export interface RetryOptions {
+  /** Retries after the first attempt before a task becomes a dead letter (default 5). */
+  maxRetries?: number;
+  /** First retry delay in ms (default 1000). */
+  baseDelay?: number;
+  /** Longest retry delay in ms (default 60000). */
+  maxDelay?: number;
+  /** Growth of the delay per attempt (default 2). */
+  backoffMultiplier?: number;
+  /** Full jitter: a uniform draw in [0, delay] (default true). */
+  jitter?: boolean;
+}
+
+export interface CircuitBreakerOptions {
+  /** Consecutive retryable failures that open the circuit (default 5). */
+  failureThreshold?: number;
+  /** First open period in ms (default 60000); doubles on each reopening. */
+  cooldown?: number;
+  /** Cap of the open period in ms (default 16 × cooldown). */
+  maxCooldown?: number;
+}
+
+export interface SyncClientOptions {
+  /** The client's name; its IndexedDB database is `tidesync:<name>`. */
+  name: string;
+  /** Base URL of the push/pull server. Relative URLs and URLs under it carry the token. */
+  serverUrl?: string;
+  /** Bearer token for the app's own server. */
+  token?: string;
+  /** Called when the server answers 401/403; return a fresh token or null. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  entityTypes?: string[];
+  retry?: RetryOptions;
+  circuitBreaker?: CircuitBreakerOptions;
+  conflictStrategy?: ConflictStrategy;
+  onConflict?: (local: Record<string, JsonValue>, remote: Record<string, JsonValue>) => Record<string, JsonValue> | Promise<Record<string, JsonValue>>;
+  /** Mutations per push (default 500). */
+  batchSize?: number;
+  logLevel?: LogLevel;
+  /** Requests in flight at once across ordering keys (default 4). */
+  concurrency?: number;
+  /** Per-request timeout in ms (default 30000). */
+  requestTimeout?: number;
+  /** Longest close() waits for the flush in progress, in ms (default 10000). */
+  closeTimeout?: number;
+  /** Flush on register, on `online` and on backoff timers (default true). */
+  autoFlush?: boolean;
+}
+
+export interface RegisterOptions {
+  url: string;
+  /** Default "POST" with a body, "GET" without. */
+  method?: string;
+  /** A JSON body (sent with Content-Type: application/json). */
+  data?: JsonValue;
+  /** A text body. */
+  body?: string;
+  headers?: Record<string, string>;
+  priority?: Priority;
+  /** Tasks sharing a key run strictly one after another. */
+  orderingKey?: string;
+  /** false: the first failure makes it a dead letter (default true). */
+  retryOnFailure?: boolean;
+}
+
+export interface TaskError { class: ErrorClass; message: string; status?: number; at: string; }
+
+export interface QueuedTask {
+  id: string;
+  kind: "request";
+  priority: Priority;
+  seq: number;
+  orderingKey?: string;
+  request: { url: string; method: string; headers: Record<string, string>;
+             body?: { type: "json"; value: JsonValue } | { type: "text"; value: string } };
+  revision: number;
+  idempotencyKey: string;
+  retryOnFailure: boolean;
+  attempts: number;
+  nextAttemptAt?: string;
+  createdAt: string;
+  errors: TaskError[];
+}
+
+export interface FailedTask { id: string; task: QueuedTask; reason: string; failedAt: string; }
+
+export interface SyncResponse {
+  status: number;
+  headers: { "content-type"?: string; location?: string; etag?: string; "retry-after"?: string };
+  /** Parsed when JSON, text otherwise, null when empty; capped at 64 KiB. */
+  body: JsonValue;
+}
+
+export interface SyncStatus {
+  pendingCount: number; failedCount: number; inFlightCount: number; online: boolean;
+  circuit: "closed" | "open" | "half-open"; authRequired: boolean;
+  lastSyncAt: string | null; lastSyncOk: boolean | null; totalSynced: number; isSyncInProgress: boolean;
+}
+
+export interface TaskStatus {
+  id: string; state: "pending" | "in-flight" | "complete" | "failed";
+  attempts: number; nextAttemptAt: string | null; lastError: TaskError | null;
+}
+
+export interface SyncMetrics {
+  registered: number; registerTransactions: number; completed: number; failed: number; retried: number;
+  flushes: number; requestsSent: number; networkErrors: number;
+  lastFlushDurationMs: number; averageRequestMs: number; totalRequestMs: number;
+}
+
+export interface SyncHealth { status: "healthy" | "degraded" | "critical"; issues: string[]; recommendations: string[]; }
+
+export interface FlushReport {
+  sent: number; completed: number; failed: number; retried: number; remaining: number; nextAttemptAt?: string | null;
+}
+
+export interface RetryInfo { error: TaskError; delay: number; attempt: number; nextAttemptAt: string | null; }
+export interface FailureInfo extends TaskError { reason: string; }
+export interface ProgressInfo { phase: string; done: number; total: number; }
+
+/** Event name → listener signature. */
+export interface SyncEvents {
+  "sync:complete": (task: QueuedTask, response: SyncResponse) => void;
+  "sync:failed": (task: QueuedTask, error: FailureInfo) => void;
+  "sync:retry": (task: QueuedTask, info: RetryInfo) => void;
+  "sync:conflict": (conflict: { entityType: string; id: string; local: JsonValue; remote: JsonValue; outcome: string }) => void;
+  "sync:progress": (progress: ProgressInfo) => void;
+  "status": (status: SyncStatus) => void;
+  "online": () => void;
+  "offline": () => void;
+  "circuit:open": (info: { until: string; cooldown: number }) => void;
+  "circuit:close": () => void;
+  "auth:required": (info: { status: number | null; taskId: string }) => void;
+  "pull:complete": (info: { pulled: number; pages: number }) => void;
+}
+export type SyncEventName = keyof SyncEvents;
+"#;
