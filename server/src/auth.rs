@@ -1,0 +1,178 @@
+//! Bearer tokens (HS256 JWT with `sub`, `tenant`, `exp`) and the per-token
+//! rate limit. The [`Auth`] extractor is the only way a handler learns the
+//! tenant, so every query is scoped by what the token says.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub tenant: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+}
+
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Keys {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Keys {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    /// Signs a token for `tenant`/`sub` that expires `ttl_secs` from now.
+    pub fn mint(&self, tenant: &str, sub: &str, ttl_secs: u64) -> Result<String, String> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            tenant: tenant.to_owned(),
+            exp: now.saturating_add(ttl_secs),
+            iat: Some(now),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| e.to_string())?;
+        let c = data.claims;
+        if c.tenant.is_empty() || c.sub.is_empty() {
+            return Err("empty tenant or sub claim".into());
+        }
+        Ok(c)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Requests per second per token, in this process (a limit, not state that
+/// correctness depends on: N processes allow N times the rate).
+pub struct RateLimit {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl RateLimit {
+    /// `None` when `per_second` is 0 (disabled).
+    pub fn new(per_second: u32, burst: Option<u32>) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = burst.and_then(NonZeroU32::new).unwrap_or(rate);
+        Some(RateLimit {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        })
+    }
+
+    /// `Err(seconds to wait)` when over the limit.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        match self.limiter.check_key(&key.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err(wait.as_secs_f64().ceil().max(1.0) as u64)
+            }
+        }
+    }
+
+    /// Forgets keys that are back to full capacity.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// The caller, from a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub tenant: String,
+    pub sub: String,
+}
+
+/// Reads and checks `Authorization: Bearer …` (no rate limit).
+pub fn authenticate(parts: &Parts, keys: &Keys) -> Result<Auth, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?
+        .trim();
+    let claims = keys
+        .verify(token)
+        .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+    Ok(Auth {
+        tenant: claims.tenant,
+        sub: claims.sub,
+    })
+}
+
+impl FromRequestParts<Arc<AppState>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = authenticate(parts, &state.keys)?;
+        if let Some(limit) = &state.rate_limit {
+            let key = format!("{}\u{0}{}", auth.tenant, auth.sub);
+            limit
+                .check(&key)
+                .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        }
+        Ok(auth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_token_verifies_and_other_secret_does_not() {
+        let k = Keys::new("s1");
+        let t = k.mint("acme", "u1", 60).unwrap();
+        let c = k.verify(&t).unwrap();
+        assert_eq!((c.tenant.as_str(), c.sub.as_str()), ("acme", "u1"));
+        assert!(Keys::new("s2").verify(&t).is_err());
+    }
+
+    #[test]
+    fn rate_limit_answers_wait_time() {
+        let l = RateLimit::new(1, Some(1)).unwrap();
+        assert!(l.check("k").is_ok());
+        assert_eq!(l.check("k"), Err(1));
+        assert!(l.check("other").is_ok());
+    }
+}

@@ -1,0 +1,249 @@
+//! Command line, environment and `tidesync.toml`: everything the server is
+//! told at start. Owns parsing and defaults; decides nothing at run time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use tidesync_protocol::Strategy;
+
+/// Secret used when `TIDESYNC_JWT_SECRET` is not set (dev mode only).
+pub const DEV_SECRET: &str = "tidesync-dev-secret-not-for-production";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidesync-server",
+    version,
+    about = "Reference push/pull server for Tidesync (SQLite by default, PostgreSQL for scale).",
+    long_about = "Reference push/pull server for Tidesync.\n\n\
+        With no flags it listens on 127.0.0.1:8080, stores data in ./tidesync.db (SQLite, \
+        created with its schema), serves ./www at / and ./pkg at /pkg/, and runs in dev mode: \
+        without TIDESYNC_JWT_SECRET it uses a built-in secret and prints a dev token.\n\n\
+        Set DATABASE_URL=postgres://user:pass@host/db to use PostgreSQL; any number of \
+        processes over one PostgreSQL behave as one server.\n\n\
+        `tidesync-server token --tenant T --sub U` prints a token signed with the same secret."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an HS256 token for a tenant and user, signed with
+    /// TIDESYNC_JWT_SECRET (or the dev secret when it is unset).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Tenant claim (`tenant`): which tenant's rows the token reaches.
+    #[arg(long)]
+    pub tenant: String,
+    /// Subject claim (`sub`): the user.
+    #[arg(long)]
+    pub sub: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl: u64,
+    /// Signing secret.
+    #[arg(long, env = "TIDESYNC_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the URL is printed).
+    #[arg(long, env = "TIDESYNC_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Database: a SQLite path or sqlite:// URL, or a postgres:// URL.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://tidesync.db")]
+    pub db: String,
+    /// Entity registry (TOML). A missing file at the default path means the
+    /// defaults: end_user and interactions, last-write-wins.
+    #[arg(long, env = "TIDESYNC_CONFIG", default_value = "tidesync.toml")]
+    pub config: PathBuf,
+    /// HS256 secret for bearer tokens. Unset: dev mode with a built-in secret.
+    #[arg(long, env = "TIDESYNC_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Directory served at / (the demo). Missing is not an error.
+    #[arg(long, env = "TIDESYNC_WWW", default_value = "www")]
+    pub www: PathBuf,
+    /// Directory served at /pkg/ (the npm package build). Missing is not an error.
+    #[arg(long, env = "TIDESYNC_PKG", default_value = "pkg")]
+    pub pkg: PathBuf,
+    /// Allowed CORS origins, comma-separated; `*` allows any origin.
+    #[arg(long, env = "TIDESYNC_CORS_ORIGIN", default_value = "*")]
+    pub cors_origin: String,
+    /// Largest request body in bytes (larger → 413).
+    #[arg(long, env = "TIDESYNC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most mutations (or seed-003 records) in one push (more → 413).
+    #[arg(long, env = "TIDESYNC_MAX_MUTATIONS", default_value_t = 1000)]
+    pub max_mutations: usize,
+    /// Pull page size when the request gives no limit.
+    #[arg(long, env = "TIDESYNC_DEFAULT_PAGE_SIZE", default_value_t = 1000)]
+    pub default_page_size: u32,
+    /// Largest pull page; a larger `limit` is capped to it silently.
+    #[arg(long, env = "TIDESYNC_MAX_PAGE_SIZE", default_value_t = 10_000)]
+    pub max_page_size: u32,
+    /// Requests per second per token (tenant + sub); 0 disables the limit.
+    #[arg(long, env = "TIDESYNC_RATE_LIMIT", default_value_t = 100)]
+    pub rate_limit: u32,
+    /// Burst allowed above the rate (defaults to the rate).
+    #[arg(long, env = "TIDESYNC_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Largest database pool per process.
+    #[arg(long, env = "TIDESYNC_DB_POOL", default_value_t = 10)]
+    pub db_pool: u32,
+    /// Enable test-only routes (POST /__test/drop-next-push-response). Never in production.
+    #[arg(long)]
+    pub test_hooks: bool,
+}
+
+/// `tidesync.toml`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Strategy for entity types that give none.
+    #[serde(default)]
+    pub default_strategy: Option<Strategy>,
+    /// Registered entity types.
+    #[serde(default)]
+    pub entities: BTreeMap<String, EntityConfig>,
+    /// Per-tenant overrides of an entity type's strategy.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    pub entities: BTreeMap<String, EntityConfig>,
+}
+
+/// Registered entity types and their conflict strategies.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    types: BTreeMap<String, Strategy>,
+    tenant_overrides: BTreeMap<(String, String), Strategy>,
+}
+
+impl Registry {
+    /// Seed 003's registry: `end_user` and `interactions`, last-write-wins.
+    pub fn defaults() -> Self {
+        let types = ["end_user", "interactions"]
+            .into_iter()
+            .map(|t| (t.to_owned(), Strategy::LastWriteWins))
+            .collect();
+        Registry {
+            types,
+            tenant_overrides: BTreeMap::new(),
+        }
+    }
+
+    pub fn from_file_config(cfg: FileConfig) -> Result<Self, String> {
+        let default = cfg.default_strategy.unwrap_or(Strategy::LastWriteWins);
+        if cfg.entities.is_empty() {
+            return Err("no [entities.<type>] registered".into());
+        }
+        let types: BTreeMap<String, Strategy> = cfg
+            .entities
+            .into_iter()
+            .map(|(name, e)| (name, e.strategy.unwrap_or(default)))
+            .collect();
+        let mut tenant_overrides = BTreeMap::new();
+        for (tenant, t) in cfg.tenants {
+            for (name, e) in t.entities {
+                if !types.contains_key(&name) {
+                    return Err(format!(
+                        "tenants.{tenant}.entities.{name}: entity type {name} is not registered"
+                    ));
+                }
+                if let Some(s) = e.strategy {
+                    tenant_overrides.insert((tenant.clone(), name), s);
+                }
+            }
+        }
+        Ok(Registry {
+            types,
+            tenant_overrides,
+        })
+    }
+
+    /// Reads `path`; a missing file is the defaults when `explicit` is false.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let cfg: FileConfig =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                Self::from_file_config(cfg).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Self::defaults()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Strategy for `entity_type` in `tenant`, or `None` if unregistered.
+    pub fn strategy(&self, tenant: &str, entity_type: &str) -> Option<Strategy> {
+        let base = *self.types.get(entity_type)?;
+        Some(
+            self.tenant_overrides
+                .get(&(tenant.to_owned(), entity_type.to_owned()))
+                .copied()
+                .unwrap_or(base),
+        )
+    }
+
+    pub fn is_registered(&self, entity_type: &str) -> bool {
+        self.types.contains_key(entity_type)
+    }
+
+    pub fn types(&self) -> impl Iterator<Item = (&str, Strategy)> {
+        self.types.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_sets_strategies_and_tenant_overrides() {
+        let cfg: FileConfig = toml::from_str(
+            r#"
+            default_strategy = "server-wins"
+            [entities.end_user]
+            strategy = "merge"
+            [entities.notes]
+            [tenants.acme.entities.notes]
+            strategy = "client-wins"
+            "#,
+        )
+        .unwrap();
+        let r = Registry::from_file_config(cfg).unwrap();
+        assert_eq!(r.strategy("x", "end_user"), Some(Strategy::Merge));
+        assert_eq!(r.strategy("x", "notes"), Some(Strategy::ServerWins));
+        assert_eq!(r.strategy("acme", "notes"), Some(Strategy::ClientWins));
+        assert_eq!(r.strategy("x", "interactions"), None);
+    }
+
+    #[test]
+    fn missing_default_file_means_seed_defaults() {
+        let r = Registry::load(Path::new("/nonexistent/tidesync.toml"), false).unwrap();
+        assert_eq!(r.strategy("t", "end_user"), Some(Strategy::LastWriteWins));
+        assert!(r.is_registered("interactions"));
+        assert!(Registry::load(Path::new("/nonexistent/tidesync.toml"), true).is_err());
+    }
+}

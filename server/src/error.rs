@@ -1,0 +1,99 @@
+//! The server's one error type and its mapping to HTTP answers: every error
+//! leaves as `{"success": false, "error": {"code", "message"}}` with the
+//! matching status. Owns status codes and error codes, nothing else.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tidesync_protocol::{ErrorBody, ErrorResponse};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, wrong field types, invalid values.
+    #[error("{0}")]
+    Validation(String),
+    /// An entity type that the registry does not know.
+    #[error("Entity type {0} not registered")]
+    UnknownEntityType(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::UnknownEntityType(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable code clients can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation",
+            ApiError::UnknownEntityType(_) => "unknown-entity-type",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::RateLimited { .. } => "rate-limited",
+            ApiError::Database(e) if is_unavailable(e) => "unavailable",
+            ApiError::Database(_) => "internal",
+        }
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // Do not leak SQL or driver details to clients; they are logged.
+            ApiError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "database unavailable; retry later".to_owned()
+                } else {
+                    "internal error".to_owned()
+                }
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorResponse {
+            success: false,
+            error: ErrorBody {
+                code: self.code().to_owned(),
+                message,
+                details: None,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+        }
+        resp
+    }
+}

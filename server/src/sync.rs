@@ -1,0 +1,440 @@
+//! Push decisions, independent of HTTP and SQL: parsing one mutation (either
+//! request form) into a [`PushItem`], deciding what a mutation does to the
+//! stored record under a conflict strategy ([`decide`]), and shaping records
+//! for the wire. Pure functions; the repository applies the decisions.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use tidesync_protocol::{Mutation, MutationStatus, Op, Strategy, Winner, RESERVED_FIELDS};
+
+/// Longest id, mutation id or client id accepted.
+pub const MAX_ID_LEN: usize = 255;
+
+/// One valid change of a push, in either request form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushItem {
+    /// `None` for seed 003 records (no exactly-once without an id).
+    pub mutation_id: Option<String>,
+    pub entity_type: String,
+    /// `None`: a new record; the server generates a UUID.
+    pub id: Option<String>,
+    pub op: Op,
+    pub base_version: Option<i64>,
+    /// Application fields, reserved ones removed.
+    pub data: Map<String, Value>,
+    /// Client's time of the change, ms since the epoch (last-write-wins).
+    pub client_ts_ms: Option<i64>,
+}
+
+/// A mutation that could not be read; it is answered `rejected`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub mutation_id: Option<String>,
+    pub entity_type: Option<String>,
+    pub id: Option<String>,
+    pub message: String,
+}
+
+/// The stored state of a record, as far as a decision needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Existing {
+    pub data: Map<String, Value>,
+    pub version: i64,
+    pub updated_at: i64,
+    pub is_deleted: bool,
+}
+
+/// What to do with one mutation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// New state to store (`data`, `is_deleted`), or `None`: store nothing.
+    pub write: Option<(Map<String, Value>, bool)>,
+    pub status: MutationStatus,
+    pub resolution: Option<Strategy>,
+    pub winner: Option<Winner>,
+}
+
+/// Decides what `item` does to `existing` under `strategy`.
+///
+/// A conflict is a `baseVersion` lower than the stored version. Without
+/// one (or with no `baseVersion`, a blind write) the change is applied.
+pub fn decide(
+    strategy: Strategy,
+    existing: Option<&Existing>,
+    item: &PushItem,
+    now_ms: i64,
+) -> Decision {
+    let client_state = || match item.op {
+        Op::Upsert => (item.data.clone(), false),
+        Op::Delete => (existing.map(|e| e.data.clone()).unwrap_or_default(), true),
+    };
+    let applied = |state| Decision {
+        write: Some(state),
+        status: MutationStatus::Applied,
+        resolution: None,
+        winner: None,
+    };
+    let Some(e) = existing else {
+        return applied(client_state());
+    };
+    let stale = matches!(item.base_version, Some(b) if b < e.version);
+    if !stale {
+        return applied(client_state());
+    }
+    let conflict = |write, winner| Decision {
+        write,
+        status: MutationStatus::Conflict,
+        resolution: Some(strategy),
+        winner: Some(winner),
+    };
+    match strategy {
+        Strategy::ServerWins => conflict(None, Winner::Server),
+        Strategy::ClientWins => conflict(Some(client_state()), Winner::Client),
+        Strategy::LastWriteWins => {
+            if item.client_ts_ms.unwrap_or(now_ms) > e.updated_at {
+                conflict(Some(client_state()), Winner::Client)
+            } else {
+                conflict(None, Winner::Server)
+            }
+        }
+        Strategy::Merge => match item.op {
+            Op::Upsert => {
+                let mut merged = e.data.clone();
+                merged.extend(item.data.iter().map(|(k, v)| (k.clone(), v.clone())));
+                conflict(Some((merged, false)), Winner::Merged)
+            }
+            Op::Delete => conflict(Some((e.data.clone(), true)), Winner::Merged),
+        },
+    }
+}
+
+/// A record as clients see it: data fields flattened next to `id`,
+/// `version`, `updatedAt` and `isDeleted`.
+pub fn record_json(
+    id: &str,
+    data: &Map<String, Value>,
+    version: i64,
+    updated_at_ms: i64,
+    is_deleted: bool,
+) -> Value {
+    let mut out = data.clone();
+    out.insert("id".into(), Value::from(id));
+    out.insert("version".into(), Value::from(version));
+    out.insert("updatedAt".into(), Value::from(iso_ms(updated_at_ms)));
+    out.insert("isDeleted".into(), Value::from(is_deleted));
+    Value::Object(out)
+}
+
+/// ISO-8601 UTC with milliseconds and `Z`.
+pub fn iso_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Parses an RFC 3339 time into ms since the epoch.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        Err(format!("{field}: must not be empty"))
+    } else if id.len() > MAX_ID_LEN {
+        Err(format!("{field}: longer than {MAX_ID_LEN} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+fn strip_reserved(mut data: Map<String, Value>) -> Map<String, Value> {
+    for k in RESERVED_FIELDS {
+        data.remove(k);
+    }
+    data
+}
+
+/// Reads `mutations[index]` of a Tidesync push.
+pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection> {
+    let prefix = format!("mutations[{index}]");
+    let str_field = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+    let mut rejection = Rejection {
+        mutation_id: str_field("mutationId"),
+        entity_type: str_field("entityType"),
+        id: str_field("id"),
+        message: String::new(),
+    };
+    let reject = |mut r: Rejection, message: String| {
+        r.message = message;
+        Err(r)
+    };
+    if !value.is_object() {
+        return reject(rejection, format!("{prefix}: expected an object"));
+    }
+    let m: Mutation = match serde_path_to_error::deserialize(value) {
+        Ok(m) => m,
+        Err(e) => {
+            let path = e.path().to_string();
+            return reject(rejection, format!("{prefix}.{path}: {}", e.into_inner()));
+        }
+    };
+    rejection.mutation_id = Some(m.mutation_id.clone());
+    if let Err(msg) = check_id(&format!("{prefix}.mutationId"), &m.mutation_id) {
+        return reject(rejection, msg);
+    }
+    if let Some(id) = &m.id {
+        if let Err(msg) = check_id(&format!("{prefix}.id"), id) {
+            return reject(rejection, msg);
+        }
+    }
+    if let Some(b) = m.base_version {
+        if b < 0 {
+            return reject(rejection, format!("{prefix}.baseVersion: must be >= 0"));
+        }
+    }
+    let client_ts_ms = match &m.client_timestamp {
+        None => None,
+        Some(s) => match parse_time_ms(s) {
+            Some(t) => Some(t),
+            None => {
+                return reject(
+                    rejection,
+                    format!("{prefix}.clientTimestamp: not an ISO-8601 time: {s:?}"),
+                )
+            }
+        },
+    };
+    let data = match (m.op, m.data) {
+        (Op::Upsert, Some(Value::Object(d))) => strip_reserved(d),
+        (Op::Upsert, _) => {
+            return reject(rejection, format!("{prefix}.data: must be an object"));
+        }
+        (Op::Delete, _) => Map::new(),
+    };
+    if m.op == Op::Delete && m.id.is_none() {
+        return reject(rejection, format!("{prefix}.id: a delete needs an id"));
+    }
+    Ok(PushItem {
+        mutation_id: Some(m.mutation_id),
+        entity_type: m.entity_type,
+        id: m.id,
+        op: m.op,
+        base_version: m.base_version,
+        data,
+        client_ts_ms,
+    })
+}
+
+/// Reads `changes[entity_type][index]` of a seed 003 push: `id` null or
+/// absent is a new record, `version` is the base version, `isDeleted: true`
+/// or `is_deleted: 1` is a delete, `updatedAt` (if any) the client's time.
+pub fn parse_seed_record(
+    entity_type: &str,
+    index: usize,
+    value: Value,
+) -> Result<PushItem, Rejection> {
+    let prefix = format!("changes.{entity_type}[{index}]");
+    let mut rejection = Rejection {
+        mutation_id: None,
+        entity_type: Some(entity_type.to_owned()),
+        id: value.get("id").and_then(Value::as_str).map(str::to_owned),
+        message: String::new(),
+    };
+    let Value::Object(mut obj) = value else {
+        rejection.message = format!("{prefix}: expected an object");
+        return Err(rejection);
+    };
+    let mut fail = |message: String| {
+        rejection.message = message;
+        Err(rejection.clone())
+    };
+    let id = match obj.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => {
+            if let Err(m) = check_id(&format!("{prefix}.id"), s) {
+                return fail(m);
+            }
+            Some(s.clone())
+        }
+        Some(_) => return fail(format!("{prefix}.id: expected a string or null")),
+    };
+    let base_version = match obj.get("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(n) if n >= 0 => Some(n),
+            _ => return fail(format!("{prefix}.version: expected an integer >= 0")),
+        },
+    };
+    let deleted_camel = match obj.get("isDeleted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return fail(format!("{prefix}.isDeleted: expected a boolean")),
+    };
+    let deleted_snake = match obj.get("is_deleted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => match v.as_i64() {
+            Some(0) => false,
+            Some(1) => true,
+            _ => return fail(format!("{prefix}.is_deleted: expected 0, 1 or a boolean")),
+        },
+    };
+    let client_ts_ms = match obj.get("updatedAt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match parse_time_ms(s) {
+            Some(t) => Some(t),
+            None => return fail(format!("{prefix}.updatedAt: not an ISO-8601 time: {s:?}")),
+        },
+        Some(_) => return fail(format!("{prefix}.updatedAt: expected a string")),
+    };
+    for k in RESERVED_FIELDS {
+        obj.remove(k);
+    }
+    Ok(PushItem {
+        mutation_id: None,
+        entity_type: entity_type.to_owned(),
+        id,
+        op: if deleted_camel || deleted_snake {
+            Op::Delete
+        } else {
+            Op::Upsert
+        },
+        base_version,
+        data: obj,
+        client_ts_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(op: Op, base: Option<i64>, data: Value, ts: Option<i64>) -> PushItem {
+        PushItem {
+            mutation_id: Some("m".into()),
+            entity_type: "t".into(),
+            id: Some("a".into()),
+            op,
+            base_version: base,
+            data: data.as_object().cloned().unwrap_or_default(),
+            client_ts_ms: ts,
+        }
+    }
+
+    fn existing() -> Existing {
+        Existing {
+            data: json!({"name": "server", "age": 40})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            version: 3,
+            updated_at: 1_000,
+            is_deleted: false,
+        }
+    }
+
+    #[test]
+    fn current_base_version_applies() {
+        let d = decide(
+            Strategy::ServerWins,
+            Some(&existing()),
+            &item(Op::Upsert, Some(3), json!({"name": "c"}), None),
+            5,
+        );
+        assert_eq!(d.status, MutationStatus::Applied);
+        assert_eq!(d.write.unwrap().0["name"], "c");
+    }
+
+    #[test]
+    fn stale_server_wins_writes_nothing() {
+        let d = decide(
+            Strategy::ServerWins,
+            Some(&existing()),
+            &item(Op::Upsert, Some(1), json!({"name": "c"}), None),
+            5,
+        );
+        assert_eq!(d.status, MutationStatus::Conflict);
+        assert_eq!(d.write, None);
+    }
+
+    #[test]
+    fn stale_merge_keeps_unsent_fields() {
+        let d = decide(
+            Strategy::Merge,
+            Some(&existing()),
+            &item(Op::Upsert, Some(1), json!({"name": "c"}), None),
+            5,
+        );
+        let (data, deleted) = d.write.unwrap();
+        assert_eq!(data["name"], "c");
+        assert_eq!(data["age"], 40);
+        assert!(!deleted);
+    }
+
+    #[test]
+    fn stale_last_write_wins_compares_times() {
+        let e = existing();
+        let older = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(500));
+        let newer = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(2_000));
+        assert_eq!(
+            decide(Strategy::LastWriteWins, Some(&e), &older, 5).winner,
+            Some(Winner::Server)
+        );
+        let d = decide(Strategy::LastWriteWins, Some(&e), &newer, 5);
+        assert_eq!(d.winner, Some(Winner::Client));
+        assert!(d.write.is_some());
+    }
+
+    #[test]
+    fn upsert_needs_object_data() {
+        let r = parse_mutation(
+            2,
+            json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","data":[1]}),
+        )
+        .unwrap_err();
+        assert_eq!(r.mutation_id.as_deref(), Some("m"));
+        assert!(r.message.contains("mutations[2].data"), "{}", r.message);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let r = parse_mutation(
+            0,
+            json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","baseVersion":"x","data":{}}),
+        )
+        .unwrap_err();
+        assert!(r.message.contains("baseVersion"), "{}", r.message);
+    }
+
+    #[test]
+    fn seed_record_reads_delete_flags_and_null_id() {
+        let it = parse_seed_record(
+            "end_user",
+            0,
+            json!({"id": null, "name": "x", "version": 1}),
+        )
+        .unwrap();
+        assert_eq!(it.id, None);
+        assert_eq!(it.base_version, Some(1));
+        assert!(!it.data.contains_key("version"));
+        let del = parse_seed_record("end_user", 0, json!({"id": "a", "is_deleted": 1})).unwrap();
+        assert_eq!(del.op, Op::Delete);
+    }
+
+    #[test]
+    fn iso_has_milliseconds_and_z() {
+        assert_eq!(iso_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            parse_time_ms("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+    }
+}
