@@ -48,6 +48,9 @@ impl TokenSource for JsTokens {
     }
 }
 
+/// A listener on the global scope (`online`/`offline`), removed on close.
+type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
+
 pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
@@ -56,7 +59,7 @@ pub(crate) struct Inner {
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
-    global_listeners: RefCell<Vec<(&'static str, Closure<dyn FnMut(JsValue)>)>>,
+    global_listeners: RefCell<Vec<GlobalListener>>,
 }
 
 /// An offline-first sync client over one IndexedDB database.

@@ -789,7 +789,7 @@ impl<P: Ports> Outbox<P> {
     /// Queued tasks in the order they would run (priority, then seq).
     pub fn queued_tasks(&self) -> Vec<Task> {
         let mut tasks: Vec<Task> = self.state.borrow().schedule.tasks().cloned().collect();
-        tasks.sort_by(|a, b| (a.priority, a.seq).cmp(&(b.priority, b.seq)));
+        tasks.sort_by_key(|t| (t.priority, t.seq));
         tasks
     }
 

@@ -93,9 +93,9 @@ impl Store for MemoryStore {
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
         self.write()?;
         let mut tasks = self.tasks.borrow_mut();
-        if !tasks
+        if tasks
             .get(&failed.id)
-            .is_some_and(|t| t.revision == failed.task.revision)
+            .is_none_or(|t| t.revision != failed.task.revision)
         {
             return Ok(false);
         }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test layer, after an idempotent setup and a build:
+#   1. native: cargo fmt --check, clippy (native and wasm32), cargo test
+#   2. browser: wasm-bindgen-test suites in headless Chromium (real IndexedDB)
+#   3. server: the push/pull server against SQLite and PostgreSQL
+#   4. end to end: Playwright (playwright-core) against pages on 127.0.0.1
+# Each layer prints its runner's summary; the script stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. scripts/env.sh
+
+layer() { echo; echo "=== $* ==="; }
+
+layer "native: format, lint, engine and protocol tests"
+cargo fmt --all --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+wasm_cargo clippy --quiet --target wasm32-unknown-unknown -p tidesync --all-targets -- -D warnings
+cargo test --workspace --exclude tidesync-server
+
+layer "build: pkg/"
+bash scripts/build.sh
+
+layer "browser: wasm-bindgen-test in headless Chromium"
+ENDPOINT_LOG=$(mktemp)
+node tests/e2e/support/serve-cli.mjs > "$ENDPOINT_LOG" &
+ENDPOINT_PID=$!
+trap 'kill $ENDPOINT_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do [ -s "$ENDPOINT_LOG" ] && break; sleep 0.1; done
+TIDESYNC_TEST_ENDPOINT=$(head -n1 "$ENDPOINT_LOG")
+export TIDESYNC_TEST_ENDPOINT
+wasm_cargo test --target wasm32-unknown-unknown -p tidesync --tests
+kill $ENDPOINT_PID 2>/dev/null || true
+trap - EXIT
+
+if [ -f scripts/test-server.sh ]; then
+  layer "server: SQLite and PostgreSQL"
+  bash scripts/test-server.sh
+fi
+
+layer "end to end: Playwright in Chromium"
+node --test --test-concurrency=1 tests/e2e/

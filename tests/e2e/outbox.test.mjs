@@ -1,0 +1,151 @@
+// The outbox end to end: real page, real IndexedDB, real HTTP to a server on
+// 127.0.0.1, the network switched off and on by Chromium.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer } from "./support/server.mjs";
+import { launchBrowser, waitInPage } from "./support/browser.mjs";
+
+let server, browser;
+before(async () => {
+  server = await startTestServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+async function openHarness(context, options) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(`${server.url}/pages/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  await page.evaluate((o) => window.openClient(o), options);
+  return page;
+}
+
+const countEvents = (page, name) => page.evaluate((n) => window.eventsNamed(n).length, name);
+
+test("300 tasks registered offline survive a reload and reach the server exactly once, high priority first", async () => {
+  const context = await browser.newContext();
+  const name = `reload-${Date.now()}`;
+  const options = { name, concurrency: 4, logLevel: "silent" };
+  let page = await openHarness(context, options);
+
+  await context.setOffline(true);
+  await page.evaluate(() => {
+    const priorities = ["low", "normal", "high"];
+    const pending = [];
+    for (let i = 0; i < 300; i++) {
+      const priority = priorities[i % 3];
+      pending.push(window.client.register(`task-${i}`, {
+        url: "/api/collect/reload", data: { taskId: `task-${i}`, priority }, priority,
+      }));
+    }
+    return Promise.all(pending);
+  });
+  assert.equal(await page.evaluate(() => window.client.getStatus().pendingCount), 300);
+  const metrics = await page.evaluate(() => window.client.getMetrics());
+  assert.ok(metrics.registerTransactions < 10, `group commit: ${metrics.registerTransactions} transactions for 300 tasks`);
+  assert.equal(server.received("/api/collect/reload").length, 0, "nothing leaves while offline");
+
+  // Reload: leave the page (possible offline), come back online, load it again.
+  await page.goto("about:blank");
+  await context.setOffline(false);
+  await page.goto(`${server.url}/pages/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  await page.evaluate((o) => window.openClient(o), options);
+
+  await waitInPage(page, () => window.client.getStatus().pendingCount === 0, undefined, 30000);
+  const received = server.received("/api/collect/reload");
+  const ids = received.map((r) => r.body.taskId);
+  assert.equal(ids.length, 300, "every task delivered");
+  assert.equal(new Set(ids).size, 300, "none delivered twice");
+  assert.equal(new Set(received.map((r) => r.headers["idempotency-key"])).size, 300, "each carries its own Idempotency-Key");
+  const order = received.map((r) => r.body.priority);
+  const lastHigh = order.lastIndexOf("high");
+  const firstLow = order.indexOf("low");
+  assert.ok(lastHigh < firstLow + 4, `all high before any low within the concurrency limit (last high ${lastHigh}, first low ${firstLow})`);
+  assert.ok(order.lastIndexOf("normal") < firstLow + 4, "normal before low");
+  await waitInPage(page, () => window.eventsNamed("sync:complete").length === 300);
+  await context.close();
+});
+
+test("503 twice then 200 is retried with growing delays, then completes", async () => {
+  const context = await browser.newContext();
+  server.script("/api/flaky", [{ status: 503 }, { status: 503 }]);
+  const page = await openHarness(context, {
+    name: `flaky-${Date.now()}`, logLevel: "silent",
+    retry: { baseDelay: 100, maxDelay: 5000, backoffMultiplier: 2, jitter: false },
+  });
+  await page.evaluate(() => window.client.register("flaky", { url: "/api/flaky", data: { n: 1 } }));
+  await waitInPage(page, () => window.eventsNamed("sync:complete").length === 1);
+  const retries = await page.evaluate(() => window.eventsNamed("sync:retry").map((e) => e.args[1]));
+  assert.deepEqual(retries.map((r) => r.delay), [100, 200], "delays grow");
+  assert.deepEqual(retries.map((r) => r.error.status), [503, 503]);
+  const arrivals = server.received("/api/flaky").map((r) => r.at);
+  assert.equal(arrivals.length, 3);
+  assert.ok(arrivals[2] - arrivals[1] >= arrivals[1] - arrivals[0], "second wait at least as long as the first");
+  const [, response] = await page.evaluate(() => window.eventsNamed("sync:complete")[0].args);
+  assert.equal(response.status, 201);
+  assert.equal(response.body.ok, true, "the app gets the server's parsed answer");
+  await context.close();
+});
+
+test("a 422 is a dead letter: sync:failed, listed in listFailed(), never retried", async () => {
+  const context = await browser.newContext();
+  server.script("/api/invalid", [{ status: 422, body: { error: "name is required" } }]);
+  const page = await openHarness(context, { name: `invalid-${Date.now()}`, logLevel: "silent" });
+  await page.evaluate(() => window.client.register("bad", { url: "/api/invalid", data: {} }));
+  await waitInPage(page, () => window.eventsNamed("sync:failed").length === 1);
+  const failed = await page.evaluate(() => window.client.listFailed());
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0].id, "bad");
+  assert.equal(failed[0].task.errors[0].status, 422);
+  await page.evaluate(() => window.client.flush());
+  assert.equal(server.received("/api/invalid").length, 1, "never retried");
+  const status = await page.evaluate(() => window.client.getTaskStatus("bad"));
+  assert.equal(status.state, "failed");
+  await context.close();
+});
+
+test("a 401 pauses with auth:required and resumes after setToken", async () => {
+  const context = await browser.newContext();
+  server.acceptToken("good");
+  const page = await openHarness(context, { name: `auth-${Date.now()}`, token: "expired", logLevel: "silent" });
+  await page.evaluate(() => window.client.register("secret", { url: "/api/auth/save", data: { x: 1 } }));
+  await waitInPage(page, () => window.eventsNamed("auth:required").length === 1);
+  assert.equal(await page.evaluate(() => window.client.getStatus().authRequired), true);
+  assert.equal(await countEvents(page, "sync:complete"), 0);
+  await page.evaluate(() => window.client.setToken("good"));
+  await waitInPage(page, () => window.eventsNamed("sync:complete").length === 1);
+  const sent = server.received("/api/auth/save");
+  assert.equal(sent.at(-1).headers.authorization, "Bearer good");
+  assert.equal(await countEvents(page, "auth:required"), 1, "no 401 loop");
+  await context.close();
+});
+
+test("bad options throw a TidesyncError naming the field", async () => {
+  const context = await browser.newContext();
+  const page = await openHarness(context, { name: `errors-${Date.now()}`, logLevel: "silent" });
+  const errors = await page.evaluate(async () => {
+    const caught = async (f) => { try { await f(); return null; } catch (e) { return { name: e.name, code: e.code, message: e.message }; } };
+    return {
+      priority: await caught(() => window.client.register("x", { url: "/a", priority: "urgent" })),
+      url: await caught(() => window.client.register("x", { data: {} })),
+      unknown: await caught(() => window.tidesync.SyncClient.open({ name: "x", retires: 3 })),
+      retryType: await caught(() => window.tidesync.SyncClient.open({ name: "x", retry: { maxRetries: "5" } })),
+      event: await caught(() => window.client.on("sync:done", () => {})),
+    };
+  });
+  assert.equal(errors.priority.name, "TidesyncError");
+  assert.equal(errors.priority.code, "invalid-task");
+  assert.match(errors.priority.message, /priority/);
+  assert.match(errors.url.message, /url/);
+  assert.equal(errors.unknown.code, "invalid-options");
+  assert.match(errors.unknown.message, /retires/);
+  assert.match(errors.retryType.message, /retry\.maxRetries/);
+  assert.equal(errors.event.code, "invalid-event");
+  assert.equal(await page.evaluate(() => window.client.getStatus().pendingCount), 0, "nothing half-registered");
+  await context.close();
+});
