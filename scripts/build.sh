@@ -7,13 +7,16 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 
 wasm_cargo build --quiet --release --target wasm32-unknown-unknown -p tidesync
-rm -rf pkg.tmp && mkdir -p pkg.tmp
-wasm-bindgen --target web --out-dir pkg.tmp --out-name tidesync \
+OUT="pkg.tmp.$$"
+trap 'rm -rf "$OUT"' EXIT
+rm -rf "$OUT" && mkdir -p "$OUT"
+wasm-bindgen --target web --out-dir "$OUT" --out-name tidesync \
   target/wasm32-unknown-unknown/release/tidesync.wasm
 node_modules/.bin/wasm-opt -Oz \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
-  pkg.tmp/tidesync_bg.wasm -o pkg.tmp/tidesync_bg.wasm
-node scripts/write-pkg-manifest.mjs pkg.tmp
-rm -rf pkg && mv pkg.tmp pkg
+  "$OUT/tidesync_bg.wasm" -o "$OUT/tidesync_bg.wasm"
+node scripts/write-pkg-manifest.mjs "$OUT"
+# Swap in one step, so a test reading pkg/ never sees half a build.
+rm -rf pkg.old && { [ ! -d pkg ] || mv pkg pkg.old; } && mv "$OUT" pkg && rm -rf pkg.old
 echo "[build] pkg/ ready: $(du -b pkg/tidesync_bg.wasm | cut -f1) bytes of wasm"
