@@ -55,6 +55,10 @@ struct State {
     online: bool,
     auth_paused: bool,
     token: Option<String>,
+    /// Whether this flush pass already obtained a token from `getToken`: a
+    /// request refused with that one pauses instead of asking again, so a
+    /// server that refuses every token cannot loop through `getToken`.
+    token_refreshed: bool,
     in_flight: HashSet<String>,
     flushing: bool,
     rerun_requested: bool,
@@ -107,6 +111,7 @@ impl<P: Ports> Outbox<P> {
             online: true,
             auth_paused: false,
             token,
+            token_refreshed: false,
             in_flight: HashSet::new(),
             flushing: false,
             rerun_requested: false,
@@ -313,17 +318,22 @@ impl<P: Ports> Outbox<P> {
                 state.schedule.make_all_due();
             }
             state.metrics.flushes += 1;
+            state.token_refreshed = false;
             state.schedule.len()
         };
         self.emit_status();
         let mut report = FlushReport::default();
         let mut running = FuturesUnordered::new();
+        // A store error while settling stops dispatching, but the requests
+        // already in flight are still settled (their keys released) before
+        // the error is returned, so nothing stays marked busy.
+        let mut store_error = None;
         loop {
-            while running.len() < self.options.concurrency.max(1) {
+            while store_error.is_none() && running.len() < self.options.concurrency.max(1) {
                 let Some(task) = self.take_dispatchable(running.len()) else {
                     break;
                 };
-                let request = self.prepare_request(&task);
+                let (request, sent_token) = self.prepare_request(&task);
                 report.sent += 1;
                 running.push(async move {
                     let sent_at = self.clock.now();
@@ -331,17 +341,20 @@ impl<P: Ports> Outbox<P> {
                         .transport
                         .send(&request, self.options.request_timeout)
                         .await;
-                    (task, result, sent_at)
+                    (task, result, sent_at, sent_token)
                 });
             }
-            let Some((task, result, sent_at)) = running.next().await else {
+            let Some((task, result, sent_at, sent_token)) = running.next().await else {
                 break;
             };
-            match self.settle(task, result, sent_at).await? {
-                Settled::Completed => report.completed += 1,
-                Settled::Failed => report.failed += 1,
-                Settled::Retried => report.retried += 1,
-                Settled::Paused => {}
+            match self.settle(task, result, sent_at, sent_token).await {
+                Ok(Settled::Completed) => report.completed += 1,
+                Ok(Settled::Failed) => report.failed += 1,
+                Ok(Settled::Retried) => report.retried += 1,
+                Ok(Settled::Paused) => {}
+                Err(error) => {
+                    store_error.get_or_insert(error);
+                }
             }
             let done = report.completed + report.failed + report.retried;
             self.events.emit(Event::Progress {
@@ -349,6 +362,9 @@ impl<P: Ports> Outbox<P> {
                 done,
                 total: total.max(done),
             });
+        }
+        if let Some(error) = store_error {
+            return Err(error);
         }
         let mut state = self.state.borrow_mut();
         let elapsed = self.clock.now() - started;
@@ -410,7 +426,8 @@ impl<P: Ports> Outbox<P> {
         Some(task)
     }
 
-    fn prepare_request(&self, task: &Task) -> HttpRequest {
+    /// The request as sent, and the bearer token attached to it (if any).
+    fn prepare_request(&self, task: &Task) -> (HttpRequest, Option<String>) {
         let mut request = task.request.clone();
         let has = |request: &HttpRequest, name: &str| {
             request.headers.keys().any(|k| k.eq_ignore_ascii_case(name))
@@ -420,32 +437,59 @@ impl<P: Ports> Outbox<P> {
                 .headers
                 .insert("Idempotency-Key".into(), task.idempotency_key.clone());
         }
+        let mut sent_token = None;
         if !has(&request, "authorization") && self.carries_token(&request.url) {
             if let Some(token) = self.state.borrow().token.clone() {
                 request
                     .headers
                     .insert("Authorization".into(), format!("Bearer {token}"));
+                sent_token = Some(token);
             }
         }
-        request
+        (request, sent_token)
     }
 
     /// The bearer token goes only to the app's own origin (relative URLs)
     /// and to the configured server, never to third parties.
     fn carries_token(&self, url: &str) -> bool {
-        !url.contains("://")
+        // Read the URL as a browser resolves it: surrounding controls and
+        // spaces trimmed, tabs and newlines dropped, `\` taken for `/`
+        // (so `/\\evil.net` and `//evil.net` are other hosts, not paths).
+        let url: String = url
+            .trim_matches(|c: char| c <= ' ')
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .map(|c| if c == '\\' { '/' } else { c })
+            .collect();
+        is_relative(&url)
             || self
                 .options
                 .server_url
                 .as_deref()
-                .is_some_and(|base| url.starts_with(base))
+                .is_some_and(|base| is_under(&url, base))
     }
 
+    /// Applies an attempt's outcome, then frees the task's key, even when
+    /// the store fails (the task then stays queued and is replayed).
     async fn settle(
+        &self,
+        task: Task,
+        result: Result<crate::engine::task::HttpResponse, crate::engine::ports::TransportError>,
+        sent_at: Millis,
+        sent_token: Option<String>,
+    ) -> Result<Settled, StoreError> {
+        let key = task.key().to_owned();
+        let settled = self.apply_outcome(task, result, sent_at, sent_token).await;
+        self.state.borrow_mut().schedule.release(&key);
+        settled
+    }
+
+    async fn apply_outcome(
         &self,
         mut task: Task,
         result: Result<crate::engine::task::HttpResponse, crate::engine::ports::TransportError>,
         sent_at: Millis,
+        sent_token: Option<String>,
     ) -> Result<Settled, StoreError> {
         let now = self.clock.now();
         let outcome = classify(result, now);
@@ -545,27 +589,40 @@ impl<P: Ports> Outbox<P> {
             }
             Outcome::NeedsAuth { error } => {
                 self.breaker_success();
-                let old = self.state.borrow().token.clone();
-                let fresh = self.tokens.fresh_token().await;
-                let renewed = fresh.is_some() && fresh != old;
-                {
-                    let mut state = self.state.borrow_mut();
-                    if renewed {
-                        state.token = fresh;
-                    } else if !state.auth_paused {
-                        state.auth_paused = true;
+                let (current, refreshed) = {
+                    let state = self.state.borrow();
+                    (state.token.clone(), state.token_refreshed)
+                };
+                // Sent with a token replaced since (by getToken or setToken):
+                // simply due again, with the current token.
+                let stale = sent_token.is_some() && sent_token != current;
+                if !stale {
+                    let fresh = if refreshed {
+                        None
+                    } else {
+                        self.tokens.fresh_token().await
+                    };
+                    let renewed = fresh.is_some() && fresh != current;
+                    let newly_paused = {
+                        let mut state = self.state.borrow_mut();
+                        if renewed {
+                            state.token = fresh;
+                            state.token_refreshed = true;
+                            false
+                        } else {
+                            !std::mem::replace(&mut state.auth_paused, true)
+                        }
+                    };
+                    if newly_paused {
+                        self.events.emit(Event::AuthRequired {
+                            status: error.status,
+                            task_id: task.id.clone(),
+                        });
                     }
-                }
-                if !renewed {
-                    self.events.emit(Event::AuthRequired {
-                        status: error.status,
-                        task_id: task.id.clone(),
-                    });
                 }
                 Settled::Paused
             }
         };
-        self.state.borrow_mut().schedule.release(task.key());
         Ok(settled)
     }
 
@@ -916,10 +973,42 @@ enum Settled {
     Paused,
 }
 
+/// Records an error, dropping the oldest beyond `keep`. Network errors go
+/// first: the others count against the retry budget (and are at most
+/// `maxRetries + 1 < keep`), so they are never forgotten and a long offline
+/// spell cannot reset the budget.
 fn push_error(task: &mut Task, error: TaskError, keep: usize) {
     task.errors.push(error);
-    if task.errors.len() > keep {
-        let excess = task.errors.len() - keep;
-        task.errors.drain(..excess);
+    while task.errors.len() > keep {
+        let oldest = task
+            .errors
+            .iter()
+            .position(|e| e.class == ErrorClass::Network)
+            .unwrap_or(0);
+        task.errors.remove(oldest);
     }
+}
+
+/// A URL without a scheme and not protocol-relative: it stays on the app's
+/// own origin.
+fn is_relative(url: &str) -> bool {
+    if url.starts_with("//") {
+        return false;
+    }
+    let scheme_end =
+        url.find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')));
+    let has_scheme = matches!(scheme_end, Some(end) if end > 0
+        && url[end..].starts_with(':')
+        && url.starts_with(|c: char| c.is_ascii_alphabetic()));
+    !has_scheme
+}
+
+/// Whether `url` is `base` or below it: the prefix must end at a boundary,
+/// so `https://api.example.com.evil.net` and `https://api.example.com@evil.net`
+/// are not under `https://api.example.com`.
+fn is_under(url: &str, base: &str) -> bool {
+    let Some(rest) = url.strip_prefix(base) else {
+        return false;
+    };
+    base.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?', '#'])
 }
