@@ -94,7 +94,7 @@ async fn parallel_pushes_and_a_looping_puller_converge_exactly(b: Backend) {
                     .map(|k| {
                         let id = format!("r{}", rng.next() % IDS);
                         let mid = format!("c{c}-p{p}-k{k}");
-                        if rng.next() % 7 == 0 {
+                        if rng.next().is_multiple_of(7) {
                             json!({"mutationId": mid, "entityType": "end_user", "op": "delete", "id": id})
                         } else {
                             json!({"mutationId": mid, "entityType": "end_user", "op": "upsert", "id": id,

@@ -66,21 +66,12 @@ pub struct Server {
     pub dir: std::sync::Arc<TempDir>,
 }
 
+#[derive(Default)]
 pub struct Options {
     pub extra_args: Vec<String>,
     pub config: Option<String>,
     /// Reuse another server's database (several processes, one database).
     pub db: Option<(String, std::sync::Arc<TempDir>)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            extra_args: vec![],
-            config: None,
-            db: None,
-        }
-    }
 }
 
 /// Registry used by the conflict tests: one type per strategy.
