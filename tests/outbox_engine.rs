@@ -1585,3 +1585,164 @@ fn tasks_registered_by_another_tab_are_picked_up_by_the_next_flush() {
     assert_eq!(b.sent_ids(), ["from-the-other-tab"]);
     assert_eq!(b.store.task_count(), 0);
 }
+
+// ----- more retry and lifecycle rules -----
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let b = bench_with(quiet_options(), None);
+    b.register(post("t"));
+    let mut first = true;
+    b.respond(move |_, _| {
+        if std::mem::take(&mut first) {
+            answer_with_retry_after(503, "Mon, 24 Nov 2025 16:00:30 GMT")
+        } else {
+            answer(200)
+        }
+    });
+
+    b.flush();
+
+    assert_eq!(b.clock.now(), T0, "T0 is 2025-11-24T16:00:00Z");
+    assert_eq!(
+        b.store.task("t").unwrap().next_attempt_at,
+        Some(T0 + 30_000.0)
+    );
+}
+
+#[test]
+fn re_registering_a_task_waiting_for_a_retry_makes_the_new_payload_due_with_a_fresh_budget() {
+    let b = bench_with(
+        OutboxOptions {
+            retry: RetryOptions {
+                base_delay: 60_000.0,
+                ..quiet_options().retry
+            },
+            ..quiet_options()
+        },
+        None,
+    );
+    b.register(post("t").version(1));
+    b.respond_in_turn(&[503]);
+    b.flush();
+
+    let again = b.register(post("t").version(2));
+    b.flush();
+
+    assert_eq!(again.attempts, 0);
+    assert!(again.errors.is_empty());
+    assert_eq!(
+        b.sent_count(),
+        2,
+        "sent at once, without waiting for v1's backoff"
+    );
+    assert_eq!(version_of(&b.transport.sent.borrow()[1].0), 2);
+    assert_eq!(b.store.task_count(), 0);
+}
+
+#[test]
+fn a_discarded_dead_letter_is_gone_for_good() {
+    let b = bench();
+    b.register(post("t"));
+    b.respond(|_, _| answer(400));
+    b.flush();
+
+    assert!(block_on(b.outbox.discard_failed("t")).unwrap());
+
+    assert!(b.failed_ids().is_empty());
+    assert_eq!(b.outbox.status().failed_count, 0);
+    assert_eq!(b.state_of("t"), None);
+    assert!(!block_on(b.outbox.retry_failed("t")).unwrap());
+}
+
+#[test]
+fn a_flush_reports_progress_for_every_settled_task() {
+    let b = bench();
+    for i in 0..3 {
+        b.register(post(&format!("t{i}")));
+    }
+
+    b.flush();
+
+    let progress: Vec<(usize, usize)> = b
+        .events_named("sync:progress")
+        .into_iter()
+        .map(|e| match e {
+            Event::Progress { done, total, .. } => (done, total),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(progress, [(1, 3), (2, 3), (3, 3)]);
+    assert!(
+        b.events_named("status").len() >= 2,
+        "status before and after"
+    );
+}
+
+#[test]
+fn a_task_waiting_for_more_than_an_hour_degrades_health() {
+    let b = bench_with(quiet_options(), None);
+    b.register(post("t"));
+    b.respond(|_, _| network_down());
+    b.flush();
+    b.outbox.set_online(true);
+
+    b.clock.advance(3_600_001.0);
+
+    let health = b.outbox.health();
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert!(health
+        .issues
+        .iter()
+        .any(|i| i.contains("more than an hour")));
+}
+
+#[test]
+fn close_stops_the_periodic_loop() {
+    let b = bench();
+
+    block_on(futures::future::join(
+        b.outbox.run_periodic(1000.0),
+        async {
+            while b.outbox.metrics().flushes < 2 {
+                YieldOnce::new().await;
+            }
+            assert!(b.outbox.close().await);
+        },
+    ));
+
+    assert!(b.outbox.is_closed());
+    assert_eq!(b.outbox.metrics().flushes, 2);
+}
+
+#[test]
+fn a_closed_breaker_starts_again_from_the_first_cooldown() {
+    let b = bench_with(breaker_options(), None);
+    for i in 0..3 {
+        b.register(post(&format!("t{i}")));
+    }
+    b.respond(|_, _| answer(503));
+    b.flush();
+    b.clock.set(T0 + 1000.0);
+    b.flush(); // the probe fails: cooldown 2000
+    b.respond(|_, _| answer(200));
+    b.clock.set(T0 + 3000.0);
+    b.flush(); // the probe succeeds: closed
+    for i in 3..6 {
+        b.register(post(&format!("t{i}")));
+    }
+    b.respond(|_, _| answer(503));
+
+    b.flush();
+
+    let cooldowns: Vec<Millis> = b
+        .events_named("circuit:open")
+        .into_iter()
+        .map(|e| match e {
+            Event::CircuitOpen { cooldown, .. } => cooldown,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(cooldowns, [1000.0, 2000.0, 1000.0]);
+    assert_eq!(b.events_named("circuit:close").len(), 1);
+}
