@@ -202,24 +202,40 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
+/// 400 for an unregistered type, then 403 for one the tenant may not touch.
 fn check_types<'a>(
     registry: &EntityRegistry,
-    types: impl IntoIterator<Item = &'a String>,
+    tenant: &str,
+    types: impl IntoIterator<Item = &'a String> + Clone,
 ) -> Result<(), ApiError> {
-    for t in types {
+    for t in types.clone() {
         if !registry.is_registered(t) {
             return Err(ApiError::UnknownEntityType(t.clone()));
+        }
+    }
+    for t in types {
+        if !registry.is_allowed(tenant, t) {
+            return Err(ApiError::Forbidden(t.clone()));
         }
     }
     Ok(())
 }
 
-/// The requested types, or every registered type when the list is empty.
-fn requested_types(registry: &EntityRegistry, types: Vec<String>) -> Result<Vec<String>, ApiError> {
+/// The requested types, or every type the tenant may use when the list is
+/// empty.
+fn requested_types(
+    registry: &EntityRegistry,
+    tenant: &str,
+    types: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
     if types.is_empty() {
-        return Ok(registry.types().map(|(t, _)| t.to_owned()).collect());
+        return Ok(registry
+            .types()
+            .map(|(t, _)| t.to_owned())
+            .filter(|t| registry.is_allowed(tenant, t))
+            .collect());
     }
-    check_types(registry, &types)?;
+    check_types(registry, tenant, &types)?;
     let mut seen = HashSet::new();
     Ok(types
         .into_iter()
@@ -284,7 +300,7 @@ async fn push(
         if total > max {
             return Err(too_many(total));
         }
-        check_types(&st.registry, changes.keys())?;
+        check_types(&st.registry, &auth.tenant, changes.keys())?;
         let mut parsed = Vec::with_capacity(total);
         for (t, records) in changes {
             if let Value::Array(a) = records {
@@ -312,13 +328,12 @@ async fn push(
             return Err(too_many(mutations.len()));
         }
         // An unregistered type anywhere fails the whole request.
-        for m in &mutations {
-            if let Some(t) = m.get("entityType").and_then(Value::as_str) {
-                if !st.registry.is_registered(t) {
-                    return Err(ApiError::UnknownEntityType(t.to_owned()));
-                }
-            }
-        }
+        let named: Vec<String> = mutations
+            .iter()
+            .filter_map(|m| m.get("entityType").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        check_types(&st.registry, &auth.tenant, &named)?;
         let parsed = mutations
             .into_iter()
             .enumerate()
@@ -430,7 +445,7 @@ async fn pull(
     auth: Auth,
     JsonBody(req): JsonBody<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    let types = requested_types(&st.registry, req.entity_types)?;
+    let types = requested_types(&st.registry, &auth.tenant, req.entity_types)?;
     let after = match (&req.cursor, &req.last_sync_timestamp) {
         (Some(c), _) => decode_cursor(c)?,
         (None, Some(ts)) => After::Time(parse_time_ms(ts).ok_or_else(|| {
@@ -438,18 +453,48 @@ async fn pull(
         })?),
         (None, None) => After::Seq(0),
     };
+    // Seed 003 clients send no limit and expect everything in one answer:
+    // give them the largest page.
+    let default_limit = match after {
+        After::Seq(_) => st.limits.default_page_size,
+        After::Time(_) => st.limits.max_page_size,
+    };
     let limit = req
         .limit
-        .unwrap_or(st.limits.default_page_size)
+        .unwrap_or(default_limit)
         .clamp(1, st.limits.max_page_size);
     let mut rows = st.repo.changes(&auth.tenant, &types, after, limit).await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let cursor = match (rows.last(), after) {
-        (Some(r), _) => Some(encode_cursor(r)),
-        (None, After::Seq(s)) => Some(format!("c1.{s}")),
-        (None, After::Time(t)) if cfg!(feature = "naive-cursor") => Some(format!("t.{t}")),
-        (None, After::Time(_)) => None,
+    let mut sync_timestamp = iso_ms(now_ms());
+    let cursor = match after {
+        After::Seq(s) if !cfg!(feature = "naive-cursor") => {
+            Some(rows.last().map_or_else(|| format!("c1.{s}"), encode_cursor))
+        }
+        _ if cfg!(feature = "naive-cursor") => rows
+            .last()
+            .map(encode_cursor)
+            .or_else(|| req.cursor.clone()),
+        // Timestamp form: rows come in `updatedAt` order. With more to come,
+        // the page is completed with the rest of its last millisecond and
+        // `syncTimestamp` is that millisecond, so a seed 003 client that
+        // pulls again from it gets the rest. Once complete, the answer also
+        // carries an exact cursor to switch to.
+        _ => {
+            if has_more {
+                if let Some((last_at, last_seq)) = rows.last().map(|r| (r.updated_at, r.seq)) {
+                    let ties = st
+                        .repo
+                        .same_time_after(&auth.tenant, &types, last_at, last_seq)
+                        .await?;
+                    rows.extend(ties);
+                    sync_timestamp = iso_ms(last_at);
+                }
+                None
+            } else {
+                rows.iter().map(|r| r.seq).max().map(|s| format!("c1.{s}"))
+            }
+        }
     };
     st.metrics.pulls.inc();
     Ok(Json(PullResponse {
@@ -457,7 +502,7 @@ async fn pull(
         data: group(&types, &rows),
         cursor,
         has_more,
-        sync_timestamp: iso_ms(now_ms()),
+        sync_timestamp,
     }))
 }
 
@@ -477,7 +522,7 @@ async fn pull_pending(
     auth: Auth,
     JsonBody(req): JsonBody<PullPendingRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    let types = requested_types(&st.registry, req.entity_types)?;
+    let types = requested_types(&st.registry, &auth.tenant, req.entity_types)?;
     let limit = st.limits.max_page_size;
     let mut rows = st.repo.pending(&auth.tenant, &types, limit).await?;
     let has_more = rows.len() > limit as usize;
@@ -496,7 +541,7 @@ async fn verify(
     auth: Auth,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyResponse>, ApiError> {
-    let types = requested_types(&st.registry, req.entity_types)?;
+    let types = requested_types(&st.registry, &auth.tenant, req.entity_types)?;
     let mut data = BTreeMap::new();
     for t in types {
         let live = st.repo.live_versions(&auth.tenant, &t).await?;
@@ -520,7 +565,7 @@ async fn fetch(
     auth: Auth,
     JsonBody(req): JsonBody<FetchRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
-    check_types(&st.registry, [&req.entity_type])?;
+    check_types(&st.registry, &auth.tenant, [&req.entity_type])?;
     let max = st.limits.max_page_size as usize;
     if req.ids.len() > max {
         return Err(ApiError::Validation(format!(

@@ -129,6 +129,9 @@ pub struct EntityConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
+    /// When set, the only entity types this tenant may touch (others → 403).
+    #[serde(default)]
+    pub entity_types: Option<Vec<String>>,
     #[serde(default)]
     pub entities: BTreeMap<String, EntityConfig>,
 }
@@ -138,6 +141,7 @@ pub struct TenantConfig {
 pub struct Registry {
     types: BTreeMap<String, Strategy>,
     tenant_overrides: BTreeMap<(String, String), Strategy>,
+    tenant_allowed: BTreeMap<String, Vec<String>>,
 }
 
 impl Registry {
@@ -150,6 +154,7 @@ impl Registry {
         Registry {
             types,
             tenant_overrides: BTreeMap::new(),
+            tenant_allowed: BTreeMap::new(),
         }
     }
 
@@ -164,7 +169,16 @@ impl Registry {
             .map(|(name, e)| (name, e.strategy.unwrap_or(default)))
             .collect();
         let mut tenant_overrides = BTreeMap::new();
+        let mut tenant_allowed = BTreeMap::new();
         for (tenant, t) in cfg.tenants {
+            if let Some(allowed) = t.entity_types {
+                if let Some(bad) = allowed.iter().find(|n| !types.contains_key(*n)) {
+                    return Err(format!(
+                        "tenants.{tenant}.entity_types: entity type {bad} is not registered"
+                    ));
+                }
+                tenant_allowed.insert(tenant.clone(), allowed);
+            }
             for (name, e) in t.entities {
                 if !types.contains_key(&name) {
                     return Err(format!(
@@ -179,6 +193,7 @@ impl Registry {
         Ok(Registry {
             types,
             tenant_overrides,
+            tenant_allowed,
         })
     }
 
@@ -206,6 +221,13 @@ impl Registry {
         )
     }
 
+    /// Whether `tenant` may touch `entity_type` (registered or not).
+    pub fn is_allowed(&self, tenant: &str, entity_type: &str) -> bool {
+        self.tenant_allowed
+            .get(tenant)
+            .is_none_or(|list| list.iter().any(|t| t == entity_type))
+    }
+
     pub fn is_registered(&self, entity_type: &str) -> bool {
         self.types.contains_key(entity_type)
     }
@@ -227,6 +249,8 @@ mod tests {
             [entities.end_user]
             strategy = "merge"
             [entities.notes]
+            [tenants.acme]
+            entity_types = ["notes"]
             [tenants.acme.entities.notes]
             strategy = "client-wins"
             "#,
@@ -237,6 +261,9 @@ mod tests {
         assert_eq!(r.strategy("x", "notes"), Some(Strategy::ServerWins));
         assert_eq!(r.strategy("acme", "notes"), Some(Strategy::ClientWins));
         assert_eq!(r.strategy("x", "interactions"), None);
+        assert!(r.is_allowed("acme", "notes"));
+        assert!(!r.is_allowed("acme", "end_user"));
+        assert!(r.is_allowed("x", "end_user"));
     }
 
     #[test]

@@ -211,6 +211,15 @@ impl Repo {
         .fetch_one(&mut *tx)
         .await?
         .try_get("seq")?;
+        // Stamp changes after taking the lock, so that per tenant `updatedAt`
+        // follows commit order (on one clock) and seed 003's timestamp pulls
+        // miss as little as a timestamp can. The naive-cursor test build
+        // keeps the request's start time, as seed 003 did.
+        let now = if cfg!(feature = "naive-cursor") {
+            now
+        } else {
+            now.max(crate::sync::now_ms())
+        };
         let mut seq = start_seq;
         let mut out = Vec::with_capacity(items.len());
         for (index, item) in items {
@@ -350,10 +359,9 @@ impl Repo {
             "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND {} AND {column} > $3 \
              ORDER BY {} LIMIT $4",
             self.type_filter(2),
-            if cfg!(feature = "naive-cursor") {
-                "updated_at, seq"
-            } else {
-                "seq"
+            match after {
+                After::Time(_) => "updated_at, seq",
+                After::Seq(_) => "seq",
             }
         );
         let rows = sqlx::query(&sql)
@@ -361,6 +369,31 @@ impl Repo {
             .bind(types_json)
             .bind(value)
             .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(StoredRecord::from_row).collect()
+    }
+
+    /// The changes stored at exactly `updated_at` with a sequence number
+    /// above `after_seq` (the rest of a timestamp page's last millisecond).
+    pub async fn same_time_after(
+        &self,
+        tenant: &str,
+        types: &[String],
+        updated_at: i64,
+        after_seq: i64,
+    ) -> Result<Vec<StoredRecord>, sqlx::Error> {
+        let types_json = serde_json::to_string(types).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND {} \
+             AND updated_at = $3 AND seq > $4 ORDER BY seq",
+            self.type_filter(2)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(types_json)
+            .bind(updated_at)
+            .bind(after_seq)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(StoredRecord::from_row).collect()

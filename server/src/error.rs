@@ -17,6 +17,9 @@ pub enum ApiError {
     UnknownEntityType(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The tenant may not touch this entity type.
+    #[error("Entity type {0} is not allowed for this tenant")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -32,6 +35,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) | ApiError::UnknownEntityType(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -46,6 +50,7 @@ impl ApiError {
             ApiError::Validation(_) => "validation",
             ApiError::UnknownEntityType(_) => "unknown-entity-type",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::RateLimited { .. } => "rate-limited",

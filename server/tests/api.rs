@@ -919,3 +919,83 @@ fn token_subcommand_mints_a_token_the_server_accepts() {
     assert_eq!(data.claims["tenant"], "acme");
     assert_eq!(data.claims["sub"], "ada");
 }
+
+#[tokio::test]
+async fn tenant_restricted_entity_type_is_403() {
+    let config = format!(
+        "{}\n[tenants.acme]\nentity_types = [\"end_user\"]\n",
+        common::STRATEGY_CONFIG
+    );
+    let s = Server::start_with(
+        &Backend::Sqlite,
+        Options {
+            config: Some(config),
+            ..Options::default()
+        },
+    );
+    let acme = Api::for_tenant(&s, "acme");
+    let (status, v) = acme
+        .post(PULL, json!({"entityTypes": ["end_user", "interactions"]}))
+        .await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["error"]["code"], "forbidden");
+    let (status, _) = acme
+        .post(
+            PUSH,
+            json!({"clientId": "c", "mutations": [upsert("m", "interactions", "i", 0, json!({}))]}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // An empty type list means every type the tenant may use.
+    let v = acme.ok(VERIFY, json!({"entityTypes": []})).await;
+    assert_eq!(v["data"].as_object().map(|m| m.len()), Some(1), "{v}");
+    // Other tenants are not restricted.
+    Api::for_tenant(&s, "other")
+        .ok(PULL, json!({"entityTypes": ["interactions"]}))
+        .await;
+}
+
+#[tokio::test]
+async fn seed_timestamp_pull_pages_through_sync_timestamp() {
+    let s = Server::start(&Backend::Sqlite);
+    let api = Api::for_tenant(&s, "t");
+    for batch in 0..4 {
+        let recs: Vec<Value> = (0..5)
+            .map(|i| json!({"id": format!("b{batch}-{i}"), "name": "x"}))
+            .collect();
+        api.ok(PUSH, json!({"changes": {"end_user": recs}})).await;
+    }
+    // A seed 003 client loop: lastSyncTimestamp = previous syncTimestamp.
+    let mut last = "1970-01-01T00:00:00.000Z".to_owned();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let v = api
+            .ok(
+                PULL,
+                json!({"lastSyncTimestamp": last, "entityTypes": ["end_user"], "limit": 3}),
+            )
+            .await;
+        for r in v["data"]["end_user"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            seen.insert(r["id"].as_str().unwrap_or("").to_owned());
+        }
+        last = v["syncTimestamp"].as_str().unwrap_or("").to_owned();
+        if v["hasMore"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 20);
+    // A complete timestamp answer offers an exact cursor to switch to.
+    let v = api
+        .ok(
+            PULL,
+            json!({"lastSyncTimestamp": "1970-01-01T00:00:00Z", "entityTypes": ["end_user"]}),
+        )
+        .await;
+    assert_eq!(v["data"]["end_user"].as_array().map(Vec::len), Some(20));
+    assert_eq!(v["hasMore"], false);
+    assert_eq!(v["cursor"], "c1.20");
+}
