@@ -244,6 +244,7 @@ impl TokenSource for QueuedTokens {
 pub struct TestPorts;
 
 impl Ports for TestPorts {
+    type Replica = crate::engine::ports::NoReplica;
     type Store = Rc<MemoryStore>;
     type Transport = Rc<ScriptedTransport>;
     type Clock = Rc<ManualClock>;

@@ -8,6 +8,8 @@ use crate::api::log::Logger;
 use crate::api::options::{parse_client_options, parse_register};
 use crate::engine::outbox::{FlushReport, Outbox};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
+use crate::engine::replication::replicator::ReplicaPorts;
+use crate::engine::replication::Replicator;
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
 use crate::platform::locks::FlushLock;
@@ -25,12 +27,24 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
 pub struct BrowserPorts;
 
 impl Ports for BrowserPorts {
+    type Replica = Rc<Replicator<BrowserReplica>>;
     type Store = Rc<IdbStore>;
     type Transport = HttpTransport;
     type Clock = BrowserClock;
     type Locks = FlushLock;
     type Events = Rc<JsEvents>;
     type Tokens = JsTokens;
+}
+
+/// The browser implementations of the replicator's ports.
+pub struct BrowserReplica;
+
+impl ReplicaPorts for BrowserReplica {
+    type Records = Rc<IdbStore>;
+    type Transport = HttpTransport;
+    type Clock = BrowserClock;
+    type Events = Rc<JsEvents>;
+    type Resolver = crate::api::replication::JsResolver;
 }
 
 /// The `getToken` option: called when the server refuses the credentials.
@@ -54,7 +68,9 @@ type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
 pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
-    events: Rc<JsEvents>,
+    pub(crate) replicator: Option<Rc<Replicator<BrowserReplica>>>,
+    pub(crate) sync_state: crate::api::replication::SyncState,
+    pub(crate) events: Rc<JsEvents>,
     auto_flush: bool,
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
@@ -65,14 +81,14 @@ pub(crate) struct Inner {
 /// An offline-first sync client over one IndexedDB database.
 #[wasm_bindgen]
 pub struct SyncClient {
-    inner: Rc<Inner>,
+    pub(crate) inner: Rc<Inner>,
 }
 
-fn store_error(error: StoreError) -> JsValue {
+pub(crate) fn store_error(error: StoreError) -> JsValue {
     ApiError::from(error).into()
 }
 
-fn to_js_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
+pub(crate) fn to_js_value<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
     to_js(value).map_err(store_error)
 }
 
@@ -90,7 +106,7 @@ impl SyncClient {
             let logger = Logger::new(&options.name, options.log_level);
             let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
             let events = Rc::new(JsEvents::new(logger));
-            let outbox = Outbox::<BrowserPorts>::open(
+            let mut outbox = Outbox::<BrowserPorts>::open(
                 store.clone(),
                 HttpTransport,
                 BrowserClock,
@@ -102,9 +118,29 @@ impl SyncClient {
             )
             .await
             .map_err(store_error)?;
+            let replicator = match options.replication {
+                Some(setup) => {
+                    let replicator = Replicator::<BrowserReplica>::open(
+                        store.clone(),
+                        HttpTransport,
+                        BrowserClock,
+                        events.clone(),
+                        crate::api::replication::JsResolver(setup.on_conflict),
+                        setup.options,
+                    )
+                    .await
+                    .map_err(store_error)?;
+                    let replicator = Rc::new(replicator);
+                    outbox.set_replica(replicator.clone());
+                    Some(replicator)
+                }
+                None => None,
+            };
             let inner = Rc::new(Inner {
                 name: options.name,
                 outbox,
+                replicator,
+                sync_state: Default::default(),
                 events,
                 auto_flush: options.auto_flush,
                 closed: Cell::new(false),
@@ -368,7 +404,7 @@ impl SyncClient {
 }
 
 impl Inner {
-    fn ensure_open(&self) -> Result<(), JsValue> {
+    pub(crate) fn ensure_open(&self) -> Result<(), JsValue> {
         if self.closed.get() {
             return Err(ApiError::Closed.into());
         }
@@ -381,6 +417,14 @@ impl Inner {
 
     pub(crate) fn outbox(&self) -> &Outbox<BrowserPorts> {
         &self.outbox
+    }
+
+    /// After a dead letter is requeued from the inspector: flush soon, as
+    /// `retryFailed()` does, when the client flushes on its own.
+    pub(crate) fn flush_soon(self: &Rc<Self>) {
+        if self.auto_flush {
+            schedule_flush(self);
+        }
     }
 }
 
@@ -407,7 +451,7 @@ fn flush_report_js(report: &FlushReport) -> JsValue {
 }
 
 /// Coalesces flush requests made in one tick into one flush.
-fn schedule_flush(inner: &Rc<Inner>) {
+pub(crate) fn schedule_flush(inner: &Rc<Inner>) {
     if inner.closed.get() || inner.flush_scheduled.replace(true) {
         return;
     }
@@ -424,7 +468,7 @@ fn schedule_flush(inner: &Rc<Inner>) {
     });
 }
 
-async fn run_flush(inner: &Rc<Inner>) -> Result<FlushReport, StoreError> {
+pub(crate) async fn run_flush(inner: &Rc<Inner>) -> Result<FlushReport, StoreError> {
     let started = crate::api::devtools::performance_now();
     let report = inner.outbox.flush().await?;
     crate::api::devtools::measure("tidesync:flush", started, &inner.name, &report);

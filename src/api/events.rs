@@ -161,6 +161,24 @@ pub fn event_args(event: &Event) -> Vec<JsValue> {
                 cooldown: *cooldown,
             })]
         }
+        Event::Conflict(conflict) => vec![js(conflict)],
+        Event::PullComplete {
+            pulled,
+            pages,
+            conflicts,
+        } => {
+            #[derive(Serialize)]
+            struct Pulled {
+                pulled: usize,
+                pages: usize,
+                conflicts: usize,
+            }
+            vec![js(&Pulled {
+                pulled: *pulled,
+                pages: *pages,
+                conflicts: *conflicts,
+            })]
+        }
         Event::AuthRequired { status, task_id } => {
             #[derive(Serialize)]
             #[serde(rename_all = "camelCase")]
@@ -188,5 +206,6 @@ impl EventSink for JsEvents {
             _ => self.logger.debug(name, args.first()),
         }
         self.dispatch(name, &args);
+        crate::api::devtools::on_event(self.logger.client(), &event);
     }
 }

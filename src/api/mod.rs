@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod log;
 mod options;
+mod replication;
 mod typescript;
 
 pub use client::SyncClient;

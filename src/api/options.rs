@@ -6,6 +6,7 @@
 use crate::api::error::ApiError;
 use crate::api::log::LogLevel;
 use crate::engine::options::{BreakerOptions, OutboxOptions, RetryOptions};
+use crate::engine::replication::{ReplicationOptions, Strategy};
 use crate::engine::task::{Body, HttpRequest, NewTask, Priority};
 use js_sys::{Function, Object, Reflect};
 use std::collections::BTreeMap;
@@ -20,6 +21,14 @@ pub struct ClientOptions {
     pub outbox: OutboxOptions,
     /// Flush automatically on registration, `online`, and backoff timers.
     pub auto_flush: bool,
+    /// Present when both `serverUrl` and `entityTypes` are given.
+    pub replication: Option<ReplicationSetup>,
+}
+
+/// The replication part of the options.
+pub struct ReplicationSetup {
+    pub options: ReplicationOptions,
+    pub on_conflict: Option<Function>,
 }
 
 const CLIENT_FIELDS: &[&str] = &[
@@ -33,6 +42,7 @@ const CLIENT_FIELDS: &[&str] = &[
     "conflictStrategy",
     "onConflict",
     "batchSize",
+    "pageSize",
     "logLevel",
     "concurrency",
     "requestTimeout",
@@ -213,6 +223,7 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
         outbox.close_timeout = n;
     }
     // Accepted now, used by replication: validated so a typo fails early.
+    let mut entity_types = Vec::new();
     if let Some(types) = r.get("entityTypes") {
         let ok = js_sys::Array::is_array(&types)
             && js_sys::Array::from(&types)
@@ -223,17 +234,45 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
                 "`entityTypes` must be an array of non-empty strings".into(),
             ));
         }
+        entity_types = js_sys::Array::from(&types)
+            .iter()
+            .filter_map(|t| t.as_string())
+            .collect();
     }
-    if let Some(strategy) = r.string("conflictStrategy")? {
-        if !["server-wins", "client-wins", "last-write-wins", "merge"].contains(&strategy.as_str())
-        {
-            return Err(invalid(format!(
-                "`conflictStrategy` must be \"server-wins\", \"client-wins\", \"last-write-wins\" or \"merge\", got {strategy:?}"
-            )));
+    let strategy = match r.string("conflictStrategy")? {
+        None => Strategy::LastWriteWins,
+        Some(text) => Strategy::parse(&text).ok_or_else(|| {
+            invalid(format!(
+                "`conflictStrategy` must be \"server-wins\", \"client-wins\", \"last-write-wins\" or \"merge\", got {text:?}"
+            ))
+        })?,
+    };
+    let on_conflict = r.function("onConflict")?;
+    let batch_size = r
+        .number("batchSize", 1.0, 1000.0)?
+        .map_or(500, |n| n as usize);
+    let page_size = r
+        .number("pageSize", 1.0, 10_000.0)?
+        .map_or(1000, |n| n as u32);
+    let replication = match (&outbox.server_url, entity_types.is_empty()) {
+        (Some(server_url), false) => Some(ReplicationSetup {
+            options: ReplicationOptions {
+                server_url: server_url.clone(),
+                entity_types,
+                strategy,
+                batch_size,
+                page_size,
+                request_timeout: outbox.request_timeout,
+            },
+            on_conflict,
+        }),
+        (None, false) => {
+            return Err(invalid(
+                "`entityTypes` needs `serverUrl`: the push/pull server to replicate with".into(),
+            ))
         }
-    }
-    r.function("onConflict")?;
-    r.number("batchSize", 1.0, 10_000.0)?;
+        _ => None,
+    };
     let log_level = match r.string("logLevel")? {
         None => LogLevel::Warn,
         Some(level) => LogLevel::parse(&level).ok_or_else(|| {
@@ -247,6 +286,7 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
         log_level,
         outbox,
         auto_flush: r.boolean("autoFlush")?.unwrap_or(true),
+        replication,
     })
 }
 

@@ -47,6 +47,28 @@ pub enum Event {
         status: Option<u16>,
         task_id: String,
     },
+    /// `sync:conflict` ({entityType, id, local, remote, resolved, outcome})
+    Conflict(ConflictEvent),
+    /// `pull:complete` ({pulled, pages, conflicts})
+    PullComplete {
+        pulled: usize,
+        pages: usize,
+        conflicts: usize,
+    },
+}
+
+/// A conflict and how it ended: `outcome` is `server`, `client`, `merged`,
+/// `callback`, or `unresolved` (the callback failed; the record waits in
+/// `syncStatus: "conflict"` with both sides kept).
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictEvent {
+    pub entity_type: String,
+    pub id: String,
+    pub local: serde_json::Value,
+    pub remote: serde_json::Value,
+    pub resolved: serde_json::Value,
+    pub outcome: String,
 }
 
 impl Event {
@@ -63,6 +85,8 @@ impl Event {
             Event::CircuitOpen { .. } => "circuit:open",
             Event::CircuitClose => "circuit:close",
             Event::AuthRequired { .. } => "auth:required",
+            Event::Conflict(_) => "sync:conflict",
+            Event::PullComplete { .. } => "pull:complete",
         }
     }
 }

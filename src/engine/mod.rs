@@ -14,6 +14,7 @@ pub mod events;
 pub mod options;
 pub mod outbox;
 pub mod ports;
+pub mod replication;
 pub mod schedule;
 pub mod task;
 pub mod time;

@@ -16,9 +16,11 @@ use crate::engine::classify::{classify, Outcome};
 use crate::engine::events::{Event, Health, HealthStatus, Metrics, Status, TaskState, TaskStatus};
 use crate::engine::options::OutboxOptions;
 use crate::engine::ports::{
-    Clock, EventSink, Locks, Ports, Store, StoreError, TokenSource, Transport,
+    Clock, EventSink, Locks, MutationVerdict, Ports, Replica, Store, StoreError, TokenSource,
+    Transport, TransportError,
 };
 use crate::engine::schedule::Schedule;
+use crate::engine::task::HttpResponse;
 use crate::engine::task::{
     ErrorClass, FailedTask, HttpRequest, NewTask, Task, TaskError, TaskKind,
 };
@@ -83,9 +85,18 @@ pub struct Outbox<P: Ports> {
     locks: P::Locks,
     events: P::Events,
     tokens: P::Tokens,
+    replica: Option<P::Replica>,
     options: OutboxOptions,
     state: RefCell<State>,
 }
+
+/// What one in-flight request carried and got back.
+type Attempt = (
+    Vec<Task>,
+    Result<Result<HttpResponse, TransportError>, StoreError>,
+    Millis,
+    Option<String>,
+);
 
 impl<P: Ports> Outbox<P> {
     /// Opens the outbox over a store, loading what it holds.
@@ -129,6 +140,7 @@ impl<P: Ports> Outbox<P> {
         };
         Ok(Self {
             store,
+            replica: None,
             transport,
             clock,
             locks,
@@ -137,6 +149,22 @@ impl<P: Ports> Outbox<P> {
             options,
             state: RefCell::new(state),
         })
+    }
+
+    /// Connects replication: mutation tasks are then sent in batches
+    /// through it. Call before the outbox is shared.
+    pub fn set_replica(&mut self, replica: P::Replica) {
+        self.replica = Some(replica);
+    }
+
+    /// Takes a task that was stored by another path (a local record write)
+    /// into the schedule.
+    pub fn adopt(&self, task: Task) {
+        let mut state = self.state.borrow_mut();
+        if !state.in_flight.contains(&task.id) {
+            state.schedule.upsert(task);
+        }
+        state.rerun_requested |= state.flushing;
     }
 
     pub fn options(&self) -> &OutboxOptions {
@@ -333,25 +361,31 @@ impl<P: Ports> Outbox<P> {
                 let Some(task) = self.take_dispatchable(running.len()) else {
                     break;
                 };
-                let (request, sent_token) = self.prepare_request(&task);
-                report.sent += 1;
-                running.push(async move {
-                    let sent_at = self.clock.now();
-                    let result = self
-                        .transport
-                        .send(&request, self.options.request_timeout)
-                        .await;
-                    (task, result, sent_at, sent_token)
-                });
+                let batch = if task.kind == TaskKind::Mutation {
+                    self.take_mutation_batch(task)
+                } else {
+                    vec![task]
+                };
+                report.sent += batch.len();
+                running.push(self.attempt(batch));
             }
-            let Some((task, result, sent_at, sent_token)) = running.next().await else {
+            let Some((tasks, result, sent_at, sent_token)) = running.next().await else {
                 break;
             };
-            match self.settle(task, result, sent_at, sent_token).await {
-                Ok(Settled::Completed) => report.completed += 1,
-                Ok(Settled::Failed) => report.failed += 1,
-                Ok(Settled::Retried) => report.retried += 1,
-                Ok(Settled::Paused) => {}
+            match self
+                .settle_attempt(tasks, result, sent_at, sent_token)
+                .await
+            {
+                Ok(settled) => {
+                    for one in settled {
+                        match one {
+                            Settled::Completed => report.completed += 1,
+                            Settled::Failed => report.failed += 1,
+                            Settled::Retried => report.retried += 1,
+                            Settled::Paused => {}
+                        }
+                    }
+                }
                 Err(error) => {
                     store_error.get_or_insert(error);
                 }
@@ -426,13 +460,159 @@ impl<P: Ports> Outbox<P> {
         Some(task)
     }
 
+    /// More due mutation tasks (of other records) to send with `first` in
+    /// one push, up to the replica's batch size.
+    fn take_mutation_batch(&self, first: Task) -> Vec<Task> {
+        let limit = self.replica.as_ref().map_or(1, |r| r.batch_size().max(1));
+        let now = self.clock.now();
+        let mut batch = vec![first];
+        let mut state = self.state.borrow_mut();
+        while batch.len() < limit {
+            let Some(task) = state
+                .schedule
+                .take_next_where(now, |t| t.kind == TaskKind::Mutation)
+            else {
+                break;
+            };
+            state.in_flight.insert(task.id.clone());
+            batch.push(task);
+        }
+        batch
+    }
+
+    /// Sends one request: a plain task as registered, or a batch of
+    /// mutations as one push.
+    async fn attempt(&self, tasks: Vec<Task>) -> Attempt {
+        let prepared = match (tasks[0].kind, &self.replica) {
+            (TaskKind::Mutation, Some(replica)) => replica.prepare_push(&tasks).await,
+            (TaskKind::Mutation, None) => Err(StoreError::Corrupt(
+                "a mutation task is queued but replication is not configured (serverUrl and entityTypes)".into(),
+            )),
+            (TaskKind::Request, _) => Ok(tasks[0].request.clone()),
+        };
+        let sent_at = self.clock.now();
+        let request = match prepared {
+            Ok(request) => request,
+            Err(error) => return (tasks, Err(error), sent_at, None),
+        };
+        let (request, sent_token) = self.with_headers(request, &tasks[0]);
+        let result = self
+            .transport
+            .send(&request, self.options.request_timeout)
+            .await;
+        (tasks, Ok(result), sent_at, sent_token)
+    }
+
+    /// Settles a finished attempt, then frees every key it held, even when
+    /// the store fails (the tasks then stay queued and are replayed).
+    async fn settle_attempt(
+        &self,
+        tasks: Vec<Task>,
+        result: Result<Result<HttpResponse, TransportError>, StoreError>,
+        sent_at: Millis,
+        sent_token: Option<String>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let result = match result {
+            Ok(result) => result,
+            Err(error) => {
+                let mut state = self.state.borrow_mut();
+                for task in &tasks {
+                    state.in_flight.remove(&task.id);
+                    state.schedule.release(task.key());
+                }
+                return Err(error);
+            }
+        };
+        if tasks.len() == 1 && tasks[0].kind == TaskKind::Request {
+            let task = tasks.into_iter().next().expect("one task");
+            return Ok(vec![self.settle(task, result, sent_at, sent_token).await?]);
+        }
+        let keys: Vec<String> = tasks.iter().map(|t| t.key().to_owned()).collect();
+        let settled = self
+            .apply_batch_outcome(tasks, result, sent_at, sent_token)
+            .await;
+        let mut state = self.state.borrow_mut();
+        for key in keys {
+            state.schedule.release(&key);
+        }
+        settled
+    }
+
+    async fn apply_batch_outcome(
+        &self,
+        tasks: Vec<Task>,
+        result: Result<HttpResponse, TransportError>,
+        sent_at: Millis,
+        sent_token: Option<String>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let now = self.clock.now();
+        let outcome = classify(result, now);
+        self.note_attempt(&tasks, sent_at, now);
+        self.note_reachability(&outcome);
+        let mut settled = Vec::with_capacity(tasks.len());
+        match outcome {
+            Outcome::Delivered(response) => {
+                self.breaker_success();
+                let (verdicts, requeued) = match &self.replica {
+                    Some(replica) => replica.apply_push(&tasks, &response).await?,
+                    None => (vec![MutationVerdict::Done; tasks.len()], Vec::new()),
+                };
+                for (task, verdict) in tasks.into_iter().zip(verdicts) {
+                    settled.push(match verdict {
+                        MutationVerdict::Done => self.deliver(task, response.clone()).await?,
+                        MutationVerdict::Rejected(error) => self.reject(task, error).await?,
+                        MutationVerdict::Retry(error) => {
+                            self.retry_or_give_up(task, error, None, now).await?
+                        }
+                    });
+                }
+                for task in requeued {
+                    self.adopt(task);
+                }
+            }
+            Outcome::Retry { error, retry_after } => {
+                self.breaker_failure(now);
+                for task in tasks {
+                    settled.push(
+                        self.retry_or_give_up(task, error.clone(), retry_after, now)
+                            .await?,
+                    );
+                }
+            }
+            Outcome::Reject { error } => {
+                self.breaker_success();
+                for task in tasks {
+                    settled.push(self.reject(task, error.clone()).await?);
+                }
+            }
+            Outcome::NeedsAuth { error } => {
+                self.breaker_success();
+                let first = tasks[0].clone();
+                settled.push(self.needs_auth(&first, error, sent_token).await);
+            }
+        }
+        Ok(settled)
+    }
+
+    fn note_attempt(&self, tasks: &[Task], sent_at: Millis, now: Millis) {
+        let mut state = self.state.borrow_mut();
+        for task in tasks {
+            state.in_flight.remove(&task.id);
+        }
+        state.metrics.requests_sent += 1;
+        state.metrics.total_request_ms += now - sent_at;
+        state.metrics.average_request_ms =
+            state.metrics.total_request_ms / state.metrics.requests_sent as f64;
+    }
+
     /// The request as sent, and the bearer token attached to it (if any).
-    fn prepare_request(&self, task: &Task) -> (HttpRequest, Option<String>) {
-        let mut request = task.request.clone();
+    fn with_headers(&self, mut request: HttpRequest, task: &Task) -> (HttpRequest, Option<String>) {
         let has = |request: &HttpRequest, name: &str| {
             request.headers.keys().any(|k| k.eq_ignore_ascii_case(name))
         };
-        if !has(&request, "idempotency-key") {
+        // A push carries its mutations' ids, which make replays harmless; a
+        // batch's make-up changes between attempts, so no one key fits it.
+        if task.kind == TaskKind::Request && !has(&request, "idempotency-key") {
             request
                 .headers
                 .insert("Idempotency-Key".into(), task.idempotency_key.clone());
@@ -486,7 +666,7 @@ impl<P: Ports> Outbox<P> {
 
     async fn apply_outcome(
         &self,
-        mut task: Task,
+        task: Task,
         result: Result<crate::engine::task::HttpResponse, crate::engine::ports::TransportError>,
         sent_at: Millis,
         sent_token: Option<String>,
@@ -505,125 +685,149 @@ impl<P: Ports> Outbox<P> {
         let settled = match outcome {
             Outcome::Delivered(response) => {
                 self.breaker_success();
-                self.store.complete_task(&task.id, task.revision).await?;
-                {
-                    let mut state = self.state.borrow_mut();
-                    if state
-                        .schedule
-                        .get(&task.id)
-                        .is_some_and(|t| t.revision == task.revision)
-                    {
-                        state.schedule.remove(&task.id);
-                    }
-                    state.metrics.completed += 1;
-                    if state.recently_completed.len() >= COMPLETED_MEMORY {
-                        state.recently_completed.pop_front();
-                    }
-                    state.recently_completed.push_back(task.id.clone());
-                }
-                self.events.emit(Event::Complete {
-                    task: task.clone(),
-                    response,
-                });
-                Settled::Completed
+                self.deliver(task, response).await?
             }
             Outcome::Retry { error, retry_after } => {
                 self.breaker_failure(now);
-                task.attempts += 1;
-                push_error(&mut task, error.clone(), self.errors_kept());
-                let counts_against_budget = error.class != ErrorClass::Network;
-                let budget_used = task
-                    .errors
-                    .iter()
-                    .filter(|e| e.class != ErrorClass::Network)
-                    .count() as u32;
-                let exhausted = counts_against_budget
-                    && (!task.retry_on_failure || budget_used > self.options.retry.max_retries);
-                if exhausted {
-                    let reason = if task.retry_on_failure {
-                        format!("gave up after {} attempts", task.attempts)
-                    } else {
-                        "failed and retryOnFailure is false".to_owned()
-                    };
-                    self.dead_letter(task.clone(), error, reason).await?;
-                    Settled::Failed
-                } else {
-                    let delay = retry_after.unwrap_or_else(|| {
-                        retry_delay(&self.options.retry, task.attempts, self.clock.random())
-                    });
-                    task.next_attempt_at = Some(now + delay);
-                    self.store.update_task(&task).await?;
-                    {
-                        let mut state = self.state.borrow_mut();
-                        state.metrics.retried += 1;
-                        if error.class == ErrorClass::Network {
-                            state.metrics.network_errors += 1;
-                        }
-                        if state
-                            .schedule
-                            .get(&task.id)
-                            .is_some_and(|t| t.revision == task.revision)
-                        {
-                            state.schedule.upsert(task.clone());
-                        }
-                    }
-                    self.events.emit(Event::Retry {
-                        task: task.clone(),
-                        error,
-                        delay,
-                    });
-                    Settled::Retried
-                }
+                self.retry_or_give_up(task, error, retry_after, now).await?
             }
             Outcome::Reject { error } => {
                 self.breaker_success();
-                task.attempts += 1;
-                push_error(&mut task, error.clone(), self.errors_kept());
-                self.dead_letter(
-                    task.clone(),
-                    error.clone(),
-                    format!("rejected: {}", error.message),
-                )
-                .await?;
-                Settled::Failed
+                self.reject(task, error).await?
             }
             Outcome::NeedsAuth { error } => {
                 self.breaker_success();
-                let (current, refreshed) = {
-                    let state = self.state.borrow();
-                    (state.token.clone(), state.token_refreshed)
-                };
-                // Sent with a token replaced since (by getToken or setToken):
-                // simply due again, with the current token.
-                let stale = sent_token.is_some() && sent_token != current;
-                if !stale {
-                    let fresh = if refreshed {
-                        None
-                    } else {
-                        self.tokens.fresh_token().await
-                    };
-                    let renewed = fresh.is_some() && fresh != current;
-                    let newly_paused = {
-                        let mut state = self.state.borrow_mut();
-                        if renewed {
-                            state.token = fresh;
-                            state.token_refreshed = true;
-                            false
-                        } else {
-                            !std::mem::replace(&mut state.auth_paused, true)
-                        }
-                    };
-                    if newly_paused {
-                        self.events.emit(Event::AuthRequired {
-                            status: error.status,
-                            task_id: task.id.clone(),
-                        });
-                    }
-                }
-                Settled::Paused
+                self.needs_auth(&task, error, sent_token).await
             }
         };
         Ok(settled)
+    }
+
+    /// The server took the task: it leaves the queue.
+    async fn deliver(&self, task: Task, response: HttpResponse) -> Result<Settled, StoreError> {
+        self.store.complete_task(&task.id, task.revision).await?;
+        {
+            let mut state = self.state.borrow_mut();
+            if state
+                .schedule
+                .get(&task.id)
+                .is_some_and(|t| t.revision == task.revision)
+            {
+                state.schedule.remove(&task.id);
+            }
+            state.metrics.completed += 1;
+            if state.recently_completed.len() >= COMPLETED_MEMORY {
+                state.recently_completed.pop_front();
+            }
+            state.recently_completed.push_back(task.id.clone());
+        }
+        self.events.emit(Event::Complete { task, response });
+        Ok(Settled::Completed)
+    }
+
+    /// A retryable failure: back off, or give up when the budget is spent.
+    async fn retry_or_give_up(
+        &self,
+        mut task: Task,
+        error: TaskError,
+        retry_after: Option<Millis>,
+        now: Millis,
+    ) -> Result<Settled, StoreError> {
+        task.attempts += 1;
+        push_error(&mut task, error.clone(), self.errors_kept());
+        let counts_against_budget = error.class != ErrorClass::Network;
+        let budget_used = task
+            .errors
+            .iter()
+            .filter(|e| e.class != ErrorClass::Network)
+            .count() as u32;
+        let exhausted = counts_against_budget
+            && (!task.retry_on_failure || budget_used > self.options.retry.max_retries);
+        if exhausted {
+            let reason = if task.retry_on_failure {
+                format!("gave up after {} attempts", task.attempts)
+            } else {
+                "failed and retryOnFailure is false".to_owned()
+            };
+            self.dead_letter(task.clone(), error, reason).await?;
+            Ok(Settled::Failed)
+        } else {
+            let delay = retry_after.unwrap_or_else(|| {
+                retry_delay(&self.options.retry, task.attempts, self.clock.random())
+            });
+            task.next_attempt_at = Some(now + delay);
+            self.store.update_task(&task).await?;
+            {
+                let mut state = self.state.borrow_mut();
+                state.metrics.retried += 1;
+                if error.class == ErrorClass::Network {
+                    state.metrics.network_errors += 1;
+                }
+                if state
+                    .schedule
+                    .get(&task.id)
+                    .is_some_and(|t| t.revision == task.revision)
+                {
+                    state.schedule.upsert(task.clone());
+                }
+            }
+            self.events.emit(Event::Retry {
+                task: task.clone(),
+                error,
+                delay,
+            });
+            Ok(Settled::Retried)
+        }
+    }
+
+    /// Sending it again cannot help: a dead letter.
+    async fn reject(&self, mut task: Task, error: TaskError) -> Result<Settled, StoreError> {
+        task.attempts += 1;
+        push_error(&mut task, error.clone(), self.errors_kept());
+        let reason = format!("rejected: {}", error.message);
+        self.dead_letter(task, error, reason).await?;
+        Ok(Settled::Failed)
+    }
+
+    /// 401/403: renew the token once through `getToken`, else pause.
+    async fn needs_auth(
+        &self,
+        task: &Task,
+        error: TaskError,
+        sent_token: Option<String>,
+    ) -> Settled {
+        let (current, refreshed) = {
+            let state = self.state.borrow();
+            (state.token.clone(), state.token_refreshed)
+        };
+        // Sent with a token replaced since (by getToken or setToken):
+        // simply due again, with the current token.
+        let stale = sent_token.is_some() && sent_token != current;
+        if !stale {
+            let fresh = if refreshed {
+                None
+            } else {
+                self.tokens.fresh_token().await
+            };
+            let renewed = fresh.is_some() && fresh != current;
+            let newly_paused = {
+                let mut state = self.state.borrow_mut();
+                if renewed {
+                    state.token = fresh;
+                    state.token_refreshed = true;
+                    false
+                } else {
+                    !std::mem::replace(&mut state.auth_paused, true)
+                }
+            };
+            if newly_paused {
+                self.events.emit(Event::AuthRequired {
+                    status: error.status,
+                    task_id: task.id.clone(),
+                });
+            }
+        }
+        Settled::Paused
     }
 
     async fn dead_letter(

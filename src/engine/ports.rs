@@ -8,7 +8,7 @@
 #![allow(async_fn_in_trait)]
 
 use crate::engine::events::Event;
-use crate::engine::task::{FailedTask, HttpRequest, HttpResponse, Task};
+use crate::engine::task::{FailedTask, HttpRequest, HttpResponse, Task, TaskError};
 use crate::engine::time::Millis;
 
 /// Errors of the storage layer.
@@ -114,6 +114,7 @@ pub trait TokenSource {
 
 /// The bundle of implementations an [`crate::engine::Outbox`] runs on.
 pub trait Ports {
+    type Replica: Replica;
     type Store: Store;
     type Transport: Transport;
     type Clock: Clock;
@@ -198,5 +199,190 @@ impl<L: Locks> Locks for std::rc::Rc<L> {
     type Guard = L::Guard;
     async fn acquire(&self) -> Self::Guard {
         (**self).acquire().await
+    }
+}
+
+// ----- replication -----
+
+use crate::engine::replication::record::LocalRecord;
+
+/// Durable storage of replicated records, next to the outbox's tasks.
+pub trait RecordStore {
+    async fn get_record(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<LocalRecord>, StoreError>;
+
+    /// Several records in one read transaction; `None` where absent.
+    async fn get_records(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<LocalRecord>>, StoreError>;
+
+    /// Every record of a type, tombstones included, read with a cursor.
+    async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError>;
+
+    /// A local write: the record and its mutation task in one transaction.
+    /// The task is registered as by [`Store::register_tasks`] (a queued id
+    /// keeps its place: consecutive writes to one record coalesce).
+    async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError>;
+
+    /// Writes records, registers tasks, deletes tasks by id, deletes records,
+    /// and sets the pull cursor, all in one transaction (a pulled page, a
+    /// push result). Returns the registered tasks as stored.
+    async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError>;
+
+    async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    async fn put_meta_text(&self, key: &str, value: &str) -> Result<(), StoreError>;
+}
+
+/// One atomic change of the replicated state.
+#[derive(Default, Debug, Clone)]
+pub struct RecordChange {
+    pub records: Vec<LocalRecord>,
+    pub register: Vec<Task>,
+    pub cancel_tasks: Vec<String>,
+    pub delete_records: Vec<(String, String)>,
+    pub cursor: Option<String>,
+}
+
+/// What became of one mutation of a pushed batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MutationVerdict {
+    /// Applied, duplicate or conflict-resolved: the task is done.
+    Done,
+    /// The server rejected it; sending it again cannot help.
+    Rejected(TaskError),
+    /// No usable result for it: send it again later.
+    Retry(TaskError),
+}
+
+/// The outbox's view of replication: how to send a batch of mutation tasks
+/// as one push, and how to apply its answer.
+pub trait Replica {
+    /// Mutations per push.
+    fn batch_size(&self) -> usize;
+    /// The push request for these mutation tasks (fresh base versions).
+    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError>;
+    /// Applies a 2xx push answer: one verdict per task, in order, and the
+    /// tasks queued as a consequence (a conflict resolved for the client).
+    async fn apply_push(
+        &self,
+        tasks: &[Task],
+        response: &HttpResponse,
+    ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError>;
+}
+
+/// A client without replication: mutation tasks cannot exist.
+pub struct NoReplica;
+
+impl Replica for NoReplica {
+    fn batch_size(&self) -> usize {
+        1
+    }
+    async fn prepare_push(&self, _tasks: &[Task]) -> Result<HttpRequest, StoreError> {
+        Err(StoreError::Corrupt("a mutation task is queued but replication is not configured (serverUrl and entityTypes)".into()))
+    }
+    async fn apply_push(
+        &self,
+        tasks: &[Task],
+        _response: &HttpResponse,
+    ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
+        Ok((
+            tasks.iter().map(|_| MutationVerdict::Done).collect(),
+            Vec::new(),
+        ))
+    }
+}
+
+impl<R: Replica> Replica for std::rc::Rc<R> {
+    fn batch_size(&self) -> usize {
+        (**self).batch_size()
+    }
+    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError> {
+        (**self).prepare_push(tasks).await
+    }
+    async fn apply_push(
+        &self,
+        tasks: &[Task],
+        response: &HttpResponse,
+    ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
+        (**self).apply_push(tasks, response).await
+    }
+}
+
+/// The app's `onConflict(local, remote)` callback.
+pub trait ConflictResolver {
+    fn is_set(&self) -> bool;
+    /// The data the record should have; `Err` when the callback failed.
+    async fn resolve(
+        &self,
+        entity_type: &str,
+        local: &serde_json::Value,
+        remote: &serde_json::Value,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String>;
+}
+
+/// No callback: the configured strategy decides.
+pub struct NoResolver;
+
+impl ConflictResolver for NoResolver {
+    fn is_set(&self) -> bool {
+        false
+    }
+    async fn resolve(
+        &self,
+        _entity_type: &str,
+        _local: &serde_json::Value,
+        _remote: &serde_json::Value,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        Err("no onConflict callback".into())
+    }
+}
+
+impl<S: RecordStore> RecordStore for std::rc::Rc<S> {
+    async fn get_record(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<LocalRecord>, StoreError> {
+        (**self).get_record(entity_type, id).await
+    }
+    async fn get_records(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
+        (**self).get_records(keys).await
+    }
+    async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
+        (**self).records_of(entity_type).await
+    }
+    async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
+        (**self).write_local(record, task).await
+    }
+    async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
+        (**self).apply(change).await
+    }
+    async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        (**self).get_meta_text(key).await
+    }
+    async fn put_meta_text(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        (**self).put_meta_text(key, value).await
+    }
+}
+
+impl<C: ConflictResolver> ConflictResolver for std::rc::Rc<C> {
+    fn is_set(&self) -> bool {
+        (**self).is_set()
+    }
+    async fn resolve(
+        &self,
+        entity_type: &str,
+        local: &serde_json::Value,
+        remote: &serde_json::Value,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        (**self).resolve(entity_type, local, remote).await
     }
 }

@@ -70,10 +70,20 @@ impl Schedule {
 
     /// Takes the next task due at `now` and marks its key busy.
     pub fn take_next(&mut self, now: Millis) -> Option<Task> {
+        self.take_next_where(now, |_| true)
+    }
+
+    /// Takes the next due task that satisfies `accept` (e.g. mutations to
+    /// batch into one push) and marks its key busy.
+    pub fn take_next_where(&mut self, now: Millis, accept: impl Fn(&Task) -> bool) -> Option<Task> {
         let entry = self
             .heads
             .iter()
-            .find(|(_, _, id)| self.tasks.get(id).is_some_and(|t| t.is_due(now)))?
+            .find(|(_, _, id)| {
+                self.tasks
+                    .get(id)
+                    .is_some_and(|t| t.is_due(now) && accept(t))
+            })?
             .clone();
         let task = self.tasks.get(&entry.2)?.clone();
         let key = task.key().to_owned();

@@ -48,6 +48,9 @@ impl Priority {
 pub enum TaskKind {
     /// A plain HTTP request, replayed as registered (seed 001's tasks).
     Request,
+    /// A change to a replicated record; its request body is the protocol
+    /// mutation, and due mutations are sent together in one push.
+    Mutation,
 }
 
 /// A request body as stored: JSON stays a plain object so DevTools shows it.

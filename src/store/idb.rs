@@ -12,7 +12,8 @@
 //! Every method is one transaction; writes issue all their requests and
 //! await the transaction once (awaiting each put would cost ~3x).
 
-use crate::engine::ports::{Store, StoreError};
+use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
+use crate::engine::replication::record::LocalRecord;
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
@@ -31,6 +32,8 @@ pub const RECORDS: &str = "records";
 pub const META: &str = "meta";
 
 const SEQ_KEY: &str = "taskSeq";
+/// Must match the replicator's cursor key.
+const CURSOR_KEY: &str = "pullCursor";
 
 /// The IndexedDB-backed store of one client.
 pub struct IdbStore {
@@ -169,58 +172,16 @@ impl Store for IdbStore {
         values.into_iter().map(from_js).collect()
     }
 
-    async fn register_tasks(&self, mut batch: Vec<Task>) -> Result<Vec<Task>, StoreError> {
+    async fn register_tasks(&self, batch: Vec<Task>) -> Result<Vec<Task>, StoreError> {
         let tx = self
             .db
             .transaction(&[TASKS, META], TransactionMode::ReadWrite)
             .map_err(map_error)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
-        let seq_entry = meta
-            .get(JsValue::from_str(SEQ_KEY))
-            .await
-            .map_err(map_error)?;
-        let mut seq: u64 = match seq_entry {
-            Some(entry) => js_sys::Reflect::get(&entry, &JsValue::from_str("value"))
-                .ok()
-                .and_then(|v| v.as_f64())
-                .unwrap_or(0.0) as u64,
-            None => 0,
-        };
-        let existing: HashSet<String> = tasks
-            .get_all_keys(None, None)
-            .await
-            .map_err(map_error)?
-            .into_iter()
-            .filter_map(|k| k.as_string())
-            .collect();
-        for task in batch.iter_mut() {
-            if existing.contains(&task.id) {
-                let stored = tasks
-                    .get(JsValue::from_str(&task.id))
-                    .await
-                    .map_err(map_error)?;
-                if let Some(stored) = stored {
-                    let stored: Task = from_js(stored)?;
-                    task.seq = stored.seq;
-                    task.created_at = stored.created_at;
-                    task.revision = stored.revision + 1;
-                    continue;
-                }
-            }
-            seq += 1;
-            task.seq = seq;
-        }
-        let values = batch
-            .iter()
-            .map(|t| to_js(t).map(|v| (v, None)))
-            .collect::<Result<Vec<_>, _>>()?;
-        tasks.put_all(values.into_iter()).await.map_err(map_error)?;
-        meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
-            .await
-            .map_err(map_error)?;
+        let stored = register_in(&tasks, &meta, batch).await?;
         tx.done().await.map_err(map_error)?;
-        Ok(batch)
+        Ok(stored)
     }
 
     async fn update_task(&self, task: &Task) -> Result<bool, StoreError> {
@@ -361,6 +322,206 @@ impl Store for IdbStore {
         }
         tx.done().await.map_err(map_error)?;
         Ok(existed)
+    }
+}
+
+/// Registers tasks inside an open transaction over `tasks` and `meta`: new
+/// ids get the next seqs of the persisted counter, queued ids keep their
+/// place and get `revision + 1`.
+async fn register_in(
+    tasks: &rexie::Store,
+    meta: &rexie::Store,
+    mut batch: Vec<Task>,
+) -> Result<Vec<Task>, StoreError> {
+    if batch.is_empty() {
+        return Ok(batch);
+    }
+    let seq_entry = meta
+        .get(JsValue::from_str(SEQ_KEY))
+        .await
+        .map_err(map_error)?;
+    let mut seq: u64 = match seq_entry {
+        Some(entry) => js_sys::Reflect::get(&entry, &JsValue::from_str("value"))
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0) as u64,
+        None => 0,
+    };
+    let existing: HashSet<String> = if batch.len() == 1 {
+        // One lookup beats listing every key of a long queue.
+        let found = tasks
+            .key_exists(JsValue::from_str(&batch[0].id))
+            .await
+            .map_err(map_error)?;
+        found.then(|| batch[0].id.clone()).into_iter().collect()
+    } else {
+        tasks
+            .get_all_keys(None, None)
+            .await
+            .map_err(map_error)?
+            .into_iter()
+            .filter_map(|k| k.as_string())
+            .collect()
+    };
+    for task in batch.iter_mut() {
+        if existing.contains(&task.id) {
+            if let Some(stored) = tasks
+                .get(JsValue::from_str(&task.id))
+                .await
+                .map_err(map_error)?
+            {
+                let stored: Task = from_js(stored)?;
+                task.seq = stored.seq;
+                task.created_at = stored.created_at;
+                task.revision = stored.revision + 1;
+                continue;
+            }
+        }
+        seq += 1;
+        task.seq = seq;
+    }
+    let values = batch
+        .iter()
+        .map(|t| to_js(t).map(|v| (v, None)))
+        .collect::<Result<Vec<_>, _>>()?;
+    tasks.put_all(values.into_iter()).await.map_err(map_error)?;
+    meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
+        .await
+        .map_err(map_error)?;
+    Ok(batch)
+}
+
+fn record_key(entity_type: &str, id: &str) -> JsValue {
+    let key = js_sys::Array::new();
+    key.push(&JsValue::from_str(entity_type));
+    key.push(&JsValue::from_str(id));
+    key.into()
+}
+
+impl RecordStore for IdbStore {
+    async fn get_record(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<LocalRecord>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let records = tx.store(RECORDS).map_err(map_error)?;
+        match records
+            .get(record_key(entity_type, id))
+            .await
+            .map_err(map_error)?
+        {
+            Some(value) => from_js(value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_records(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let records = tx.store(RECORDS).map_err(map_error)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (entity_type, id) in keys {
+            out.push(
+                match records
+                    .get(record_key(entity_type, id))
+                    .await
+                    .map_err(map_error)?
+                {
+                    Some(value) => Some(from_js(value)?),
+                    None => None,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .map_err(map_error)?;
+        let records = tx.store(RECORDS).map_err(map_error)?;
+        let index = records.index("entityType").map_err(map_error)?;
+        let range = rexie::KeyRange::only(&JsValue::from_str(entity_type))
+            .map_err(|e| map_error(e.into()))?;
+        let values = index.get_all(Some(range), None).await.map_err(map_error)?;
+        values.into_iter().map(from_js).collect()
+    }
+
+    async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        let records = tx.store(RECORDS).map_err(map_error)?;
+        let stored = register_in(&tasks, &meta, vec![task]).await?;
+        records
+            .put(&to_js(record)?, None)
+            .await
+            .map_err(map_error)?;
+        tx.done().await.map_err(map_error)?;
+        stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("no task stored".into()))
+    }
+
+    async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
+        let tx = self
+            .db
+            .transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)
+            .map_err(map_error)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        let records = tx.store(RECORDS).map_err(map_error)?;
+        let registered = register_in(&tasks, &meta, change.register).await?;
+        for id in &change.cancel_tasks {
+            tasks
+                .delete(JsValue::from_str(id))
+                .await
+                .map_err(map_error)?;
+        }
+        let values = change
+            .records
+            .iter()
+            .map(|r| to_js(r).map(|v| (v, None)))
+            .collect::<Result<Vec<_>, _>>()?;
+        records
+            .put_all(values.into_iter())
+            .await
+            .map_err(map_error)?;
+        for (entity_type, id) in &change.delete_records {
+            records
+                .delete(record_key(entity_type, id))
+                .await
+                .map_err(map_error)?;
+        }
+        if let Some(cursor) = &change.cursor {
+            meta.put(&meta_entry(CURSOR_KEY, cursor)?, None)
+                .await
+                .map_err(map_error)?;
+        }
+        tx.done().await.map_err(map_error)?;
+        Ok(registered)
+    }
+
+    async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.get_meta::<String>(key).await
+    }
+
+    async fn put_meta_text(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.put_meta(key, value).await
     }
 }
 

@@ -2,7 +2,8 @@
 //! durability. Used by native tests and as the reference the IndexedDB
 //! adapter is compared against.
 
-use crate::engine::ports::{Store, StoreError};
+use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
+use crate::engine::replication::record::LocalRecord;
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use std::cell::{Cell, RefCell};
@@ -135,5 +136,109 @@ impl Store for MemoryStore {
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
         self.write()?;
         Ok(self.failed.borrow_mut().remove(id).is_some())
+    }
+}
+
+/// The in-memory record store, for the replication engine's native tests.
+#[derive(Default)]
+pub struct MemoryRecords {
+    pub tasks: MemoryStore,
+    records: RefCell<BTreeMap<(String, String), LocalRecord>>,
+    meta: RefCell<BTreeMap<String, String>>,
+}
+
+impl MemoryRecords {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces a record behind the engine's back (tests of repair).
+    pub fn tamper(&self, record: LocalRecord) {
+        self.records
+            .borrow_mut()
+            .insert((record.entity_type.clone(), record.id.clone()), record);
+    }
+
+    pub fn remove(&self, entity_type: &str, id: &str) {
+        self.records
+            .borrow_mut()
+            .remove(&(entity_type.to_owned(), id.to_owned()));
+    }
+}
+
+impl RecordStore for MemoryRecords {
+    async fn get_record(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<LocalRecord>, StoreError> {
+        Ok(self
+            .records
+            .borrow()
+            .get(&(entity_type.to_owned(), id.to_owned()))
+            .cloned())
+    }
+
+    async fn get_records(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
+        let records = self.records.borrow();
+        Ok(keys.iter().map(|k| records.get(k).cloned()).collect())
+    }
+
+    async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
+        Ok(self
+            .records
+            .borrow()
+            .values()
+            .filter(|r| r.entity_type == entity_type)
+            .cloned()
+            .collect())
+    }
+
+    async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
+        let stored = self.tasks.register_tasks(vec![task]).await?;
+        self.records.borrow_mut().insert(
+            (record.entity_type.clone(), record.id.clone()),
+            record.clone(),
+        );
+        stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("no task stored".into()))
+    }
+
+    async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
+        let registered = if change.register.is_empty() {
+            Vec::new()
+        } else {
+            self.tasks.register_tasks(change.register).await?
+        };
+        for id in change.cancel_tasks {
+            self.tasks.tasks.borrow_mut().remove(&id);
+        }
+        let mut records = self.records.borrow_mut();
+        for record in change.records {
+            records.insert((record.entity_type.clone(), record.id.clone()), record);
+        }
+        for key in change.delete_records {
+            records.remove(&key);
+        }
+        if let Some(cursor) = change.cursor {
+            self.meta.borrow_mut().insert("pullCursor".into(), cursor);
+        }
+        Ok(registered)
+    }
+
+    async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.meta.borrow().get(key).cloned())
+    }
+
+    async fn put_meta_text(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_owned());
+        Ok(())
     }
 }

@@ -7,4 +7,4 @@ pub mod memory;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryRecords, MemoryStore};

@@ -1,0 +1,377 @@
+//! The replication half of `SyncClient`: `put`, `delete`, `get`, `query`,
+//! `sync`, `pull`, `verify`, and the `onConflict` callback. Converts and
+//! delegates to [`crate::engine::replication::Replicator`].
+
+use crate::api::client::{run_flush, schedule_flush, store_error, to_js_value, Inner, SyncClient};
+use crate::api::error::tidesync_error;
+use crate::engine::events::Event;
+use crate::engine::ports::{ConflictResolver, EventSink};
+use crate::engine::replication::replicator::ReplicationError;
+use crate::engine::replication::Replicator;
+use crate::platform::global;
+use futures::channel::oneshot;
+use js_sys::{Function, Promise};
+use serde_json::{Map, Value};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+use super::client::BrowserReplica;
+
+/// The app's `onConflict(local, remote)`: returns the record to keep (or a
+/// promise of it). A throw or rejection leaves the record in
+/// `syncStatus: "conflict"` for the app to settle.
+pub struct JsResolver(pub Option<Function>);
+
+impl ConflictResolver for JsResolver {
+    fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    async fn resolve(
+        &self,
+        _entity_type: &str,
+        local: &Value,
+        remote: &Value,
+    ) -> Result<Map<String, Value>, String> {
+        let Some(callback) = &self.0 else {
+            return Err("no onConflict callback".into());
+        };
+        let to_js = |v: &Value| crate::store::idb::to_js(v).map_err(|e| e.to_string());
+        let returned = callback
+            .call2(&JsValue::NULL, &to_js(local)?, &to_js(remote)?)
+            .map_err(|e| format!("onConflict threw: {}", describe(&e)))?;
+        let value = match returned.dyn_into::<Promise>() {
+            Ok(promise) => JsFuture::from(promise)
+                .await
+                .map_err(|e| format!("onConflict rejected: {}", describe(&e)))?,
+            Err(value) => value,
+        };
+        let object: Map<String, Value> = serde_wasm_bindgen::from_value(value)
+            .map_err(|_| "onConflict must return the record to keep (a plain object)".to_owned())?;
+        Ok(strip_reserved(object))
+    }
+}
+
+fn describe(value: &JsValue) -> String {
+    global::prop(value, "message")
+        .as_string()
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// Fields the SDK and the server own; an app's copy of them is ignored.
+const RESERVED: [&str; 6] = [
+    "id",
+    "version",
+    "updatedAt",
+    "isDeleted",
+    "syncStatus",
+    "syncError",
+];
+
+fn strip_reserved(mut object: Map<String, Value>) -> Map<String, Value> {
+    for field in RESERVED {
+        object.remove(field);
+    }
+    object
+}
+
+/// One `sync()` at a time: later calls wait for the running one, then run.
+#[derive(Default)]
+pub struct SyncState {
+    running: Cell<bool>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+fn replication_error(error: ReplicationError) -> JsValue {
+    let code = match &error {
+        ReplicationError::Store(inner) => return store_error(inner.clone()),
+        ReplicationError::UnknownEntityType(_) => "unknown-entity-type",
+        ReplicationError::InvalidRecord(_) => "invalid-record",
+        ReplicationError::Network(_) => "network",
+        ReplicationError::Http { .. } => "http",
+        ReplicationError::Auth(_) => "auth-required",
+        ReplicationError::Busy => "busy",
+    };
+    tidesync_error(code, &error.to_string())
+}
+
+fn replicator(inner: &Inner) -> Result<Rc<Replicator<BrowserReplica>>, JsValue> {
+    inner.replicator.clone().ok_or_else(|| {
+        tidesync_error(
+            "replication-not-configured",
+            "records need replication: open the client with serverUrl and entityTypes",
+        )
+    })
+}
+
+fn entity_type_arg(value: &JsValue) -> Result<String, JsValue> {
+    value.as_string().filter(|s| !s.is_empty()).ok_or_else(|| {
+        tidesync_error(
+            "invalid-record",
+            "`entityType` must be a non-empty string, e.g. \"end_user\"",
+        )
+    })
+}
+
+fn view(record: &crate::engine::replication::LocalRecord) -> Result<JsValue, JsValue> {
+    to_js_value(&record.view())
+}
+
+#[wasm_bindgen]
+impl SyncClient {
+    /// Writes a record locally (offline or not) and queues its push in the
+    /// same transaction. Assigns a UUID when `id` is absent. Resolves with
+    /// the record as stored (`syncStatus: "pending"`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncedRecord>")]
+    pub fn put(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Record<string, JsonValue>")] record: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let replicator = replicator(&inner)?;
+            let entity_type = entity_type_arg(&entity_type)?;
+            if !record.is_object() || js_sys::Array::is_array(&record) {
+                return Err(tidesync_error(
+                    "invalid-record",
+                    "`record` must be a plain object, like { name: \"Ada\" }",
+                ));
+            }
+            let object: Map<String, Value> =
+                serde_wasm_bindgen::from_value(record).map_err(|e| {
+                    tidesync_error(
+                        "invalid-record",
+                        &format!("`record` must hold JSON values only: {e}"),
+                    )
+                })?;
+            let id = match object.get("id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(id.clone()),
+                Some(_) => {
+                    return Err(tidesync_error(
+                        "invalid-record",
+                        "`record.id` must be a string (or absent)",
+                    ))
+                }
+            };
+            let (stored, task) = replicator
+                .put(&entity_type, id, strip_reserved(object))
+                .await
+                .map_err(replication_error)?;
+            inner.outbox().adopt(task);
+            if global::navigator_online() {
+                schedule_flush(&inner);
+            }
+            view(&stored)
+        })
+    }
+
+    /// Deletes a record locally (a tombstone, pushed as a delete). Resolves
+    /// `false` when there was no such live record.
+    #[wasm_bindgen(unchecked_return_type = "Promise<boolean>")]
+    pub fn delete(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
+        id: String,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let replicator = replicator(&inner)?;
+            let entity_type = entity_type_arg(&entity_type)?;
+            match replicator
+                .delete(&entity_type, &id)
+                .await
+                .map_err(replication_error)?
+            {
+                Some((_, task)) => {
+                    inner.outbox().adopt(task);
+                    if global::navigator_online() {
+                        schedule_flush(&inner);
+                    }
+                    Ok(JsValue::TRUE)
+                }
+                None => Ok(JsValue::FALSE),
+            }
+        })
+    }
+
+    /// A live record, or `null`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncedRecord | null>")]
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
+        id: String,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let replicator = replicator(&inner)?;
+            let entity_type = entity_type_arg(&entity_type)?;
+            match replicator
+                .get(&entity_type, &id)
+                .await
+                .map_err(replication_error)?
+            {
+                Some(record) => view(&record),
+                None => Ok(JsValue::NULL),
+            }
+        })
+    }
+
+    /// Every live record of a type, ordered by id.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncedRecord[]>")]
+    pub fn query(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let replicator = replicator(&inner)?;
+            let entity_type = entity_type_arg(&entity_type)?;
+            let records = replicator
+                .query(&entity_type)
+                .await
+                .map_err(replication_error)?;
+            let views: Vec<Value> = records.iter().map(|r| r.view()).collect();
+            to_js_value(&views)
+        })
+    }
+
+    /// Pushes everything due, then pulls until the server has no more.
+    /// One sync at a time: a call during a sync waits for it, then runs.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SyncReport>")]
+    pub fn sync(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let replicator = replicator(&inner)?;
+            if inner.sync_state.running.replace(true) {
+                let (sender, receiver) = oneshot::channel();
+                inner.sync_state.waiters.borrow_mut().push(sender);
+                let _ = receiver.await;
+                inner.sync_state.running.set(true);
+            }
+            let result = sync_once(&inner, &replicator).await;
+            let next = {
+                let mut waiters = inner.sync_state.waiters.borrow_mut();
+                (!waiters.is_empty()).then(|| waiters.remove(0))
+            };
+            match next {
+                Some(waiter) => {
+                    let _ = waiter.send(());
+                }
+                None => inner.sync_state.running.set(false),
+            }
+            result
+        })
+    }
+
+    /// Pulls changes after the stored cursor until the server has no more.
+    #[wasm_bindgen(unchecked_return_type = "Promise<PullReport>")]
+    pub fn pull(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let replicator = replicator(&inner)?;
+            replicator.set_token(inner.outbox().token());
+            let (report, requeued) = replicator.pull(|_| {}).await.map_err(replication_error)?;
+            adopt_all(&inner, requeued);
+            to_js_value(&report)
+        })
+    }
+
+    /// Compares counts and checksums per entity type with the server and
+    /// repairs what differs. Resolves with one report per type.
+    #[wasm_bindgen(unchecked_return_type = "Promise<VerifyReport[]>")]
+    pub fn verify(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.ensure_open()?;
+            let replicator = replicator(&inner)?;
+            replicator.set_token(inner.outbox().token());
+            let reports = replicator.verify().await.map_err(replication_error)?;
+            to_js_value(&reports)
+        })
+    }
+}
+
+fn adopt_all(inner: &Rc<Inner>, tasks: Vec<crate::engine::task::Task>) {
+    let any = !tasks.is_empty();
+    for task in tasks {
+        inner.outbox().adopt(task);
+    }
+    if any && global::navigator_online() {
+        schedule_flush(inner);
+    }
+}
+
+async fn sync_once(
+    inner: &Rc<Inner>,
+    replicator: &Replicator<BrowserReplica>,
+) -> Result<JsValue, JsValue> {
+    let events = inner.events.clone();
+    let pending = inner.outbox().status().pending_count;
+    events.emit(Event::Progress {
+        phase: "push",
+        done: 0,
+        total: pending,
+    });
+    let pushed = run_flush(inner).await.map_err(store_error)?;
+    events.emit(Event::Progress {
+        phase: "push",
+        done: pushed.completed,
+        total: pending.max(pushed.completed),
+    });
+    if inner.outbox().status().auth_required {
+        return Err(tidesync_error(
+            "auth-required",
+            "the server refused the credentials; call setToken() with a fresh token",
+        ));
+    }
+    replicator.set_token(inner.outbox().token());
+    let progress_events = events.clone();
+    let (pulled, requeued) = replicator
+        .pull(move |done| {
+            progress_events.emit(Event::Progress {
+                phase: "pull",
+                done,
+                total: done,
+            })
+        })
+        .await
+        .map_err(replication_error)?;
+    let resolved = !requeued.is_empty();
+    for task in requeued {
+        inner.outbox().adopt(task);
+    }
+    let mut completed = pushed.completed;
+    let mut remaining = pushed.remaining;
+    if resolved {
+        // Conflicts settled for the client are pushed in the same sync.
+        let again = run_flush(inner).await.map_err(store_error)?;
+        completed += again.completed;
+        remaining = again.remaining;
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct SyncReport {
+        pushed: usize,
+        pulled: usize,
+        pages: usize,
+        conflicts: usize,
+        remaining: usize,
+    }
+    to_js_value(&SyncReport {
+        pushed: completed,
+        pulled: pulled.pulled,
+        pages: pulled.pages,
+        conflicts: pulled.conflicts,
+        remaining,
+    })
+    .map_err(|e: JsValue| e)
+}

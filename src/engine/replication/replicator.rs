@@ -1,0 +1,881 @@
+//! The replicator: local writes (record + mutation task in one
+//! transaction), the push side of the outbox (batch building and result
+//! application, through [`Replica`]), pulls page by page along the exact
+//! cursor, conflict resolution, and verify-and-repair.
+
+use crate::engine::events::{ConflictEvent, Event};
+use crate::engine::ports::{
+    Clock, ConflictResolver, EventSink, MutationVerdict, RecordChange, RecordStore, Replica,
+    StoreError, Transport, TransportError,
+};
+use crate::engine::replication::conflict::{changed_fields, resolve, Side, Strategy};
+use crate::engine::replication::record::{LocalRecord, RecordStatus, RemoteRecord};
+use crate::engine::task::{
+    Body, ErrorClass, HttpRequest, HttpResponse, Priority, ResponseBody, Task, TaskError, TaskKind,
+};
+use crate::engine::time::to_iso;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tidesync_protocol as protocol;
+
+const CURSOR_KEY: &str = "pullCursor";
+const CURSOR_TYPES_KEY: &str = "pullCursorTypes";
+const CLIENT_ID_KEY: &str = "clientId";
+
+/// Errors of replication calls (`sync`, `pull`, `verify`, `put`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReplicationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("entity type {0:?} is not one of this client's entityTypes; add it to SyncClient.open({{entityTypes}})")]
+    UnknownEntityType(String),
+    #[error("{0}")]
+    InvalidRecord(String),
+    #[error("the server could not be reached: {0}")]
+    Network(String),
+    #[error("the server answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("the server refused the credentials (HTTP {0}); call setToken() with a fresh token")]
+    Auth(u16),
+    #[error("another sync is in progress")]
+    Busy,
+}
+
+/// How replication is configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicationOptions {
+    pub server_url: String,
+    pub entity_types: Vec<String>,
+    pub strategy: Strategy,
+    pub batch_size: usize,
+    pub page_size: u32,
+    pub request_timeout: u32,
+}
+
+/// The ports the replicator runs on.
+pub trait ReplicaPorts {
+    type Records: RecordStore;
+    type Transport: Transport;
+    type Clock: Clock;
+    type Events: EventSink;
+    type Resolver: ConflictResolver;
+}
+
+/// Counts of one pull.
+#[derive(Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullReport {
+    pub pulled: usize,
+    pub pages: usize,
+    pub conflicts: usize,
+}
+
+/// One entity type's verification.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub entity_type: String,
+    pub local_count: u64,
+    pub server_count: u64,
+    pub local_checksum: String,
+    pub server_checksum: String,
+    pub repaired: usize,
+}
+
+/// How a conflict ended.
+struct Settlement {
+    record: LocalRecord,
+    requeue: Option<Task>,
+    cancel_task: bool,
+}
+
+pub struct Replicator<R: ReplicaPorts> {
+    records: R::Records,
+    transport: R::Transport,
+    clock: R::Clock,
+    events: R::Events,
+    resolver: R::Resolver,
+    options: ReplicationOptions,
+    client_id: String,
+    token: RefCell<Option<String>>,
+    pulling: Cell<bool>,
+}
+
+/// The id of the mutation task of a record: one per record, so
+/// consecutive writes coalesce into one queued mutation.
+pub fn mutation_task_id(entity_type: &str, id: &str) -> String {
+    format!("mutation:{entity_type}:{id}")
+}
+
+fn mutation_of(task: &Task) -> Option<protocol::Mutation> {
+    match &task.request.body {
+        Some(Body::Json(value)) => serde_json::from_value(value.clone()).ok(),
+        _ => None,
+    }
+}
+
+impl<R: ReplicaPorts> Replicator<R> {
+    pub async fn open(
+        records: R::Records,
+        transport: R::Transport,
+        clock: R::Clock,
+        events: R::Events,
+        resolver: R::Resolver,
+        options: ReplicationOptions,
+    ) -> Result<Self, StoreError> {
+        let client_id = match records.get_meta_text(CLIENT_ID_KEY).await? {
+            Some(id) => id,
+            None => {
+                let id = clock.unique_id();
+                records.put_meta_text(CLIENT_ID_KEY, &id).await?;
+                id
+            }
+        };
+        // A cursor only covers the types it was pulled for: a new type list
+        // starts from the beginning.
+        let types = options.entity_types.join(",");
+        if records.get_meta_text(CURSOR_TYPES_KEY).await?.as_deref() != Some(types.as_str()) {
+            records
+                .apply(RecordChange {
+                    cursor: Some(String::new()),
+                    ..Default::default()
+                })
+                .await?;
+            records.put_meta_text(CURSOR_TYPES_KEY, &types).await?;
+        }
+        Ok(Self {
+            records,
+            transport,
+            clock,
+            events,
+            resolver,
+            options,
+            client_id,
+            token: RefCell::new(None),
+            pulling: Cell::new(false),
+        })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub fn options(&self) -> &ReplicationOptions {
+        &self.options
+    }
+
+    pub fn records(&self) -> &R::Records {
+        &self.records
+    }
+
+    /// The bearer token for push, pull and verify.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.borrow_mut() = token;
+    }
+
+    fn check_type(&self, entity_type: &str) -> Result<(), ReplicationError> {
+        if self.options.entity_types.iter().any(|t| t == entity_type) {
+            Ok(())
+        } else {
+            Err(ReplicationError::UnknownEntityType(entity_type.to_owned()))
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.options.server_url)
+    }
+
+    // ----- local writes -----
+
+    /// Writes a record locally (creating an id when absent) and queues its
+    /// mutation in the same transaction. Returns the record and the task.
+    pub async fn put(
+        &self,
+        entity_type: &str,
+        id: Option<String>,
+        data: Map<String, Value>,
+    ) -> Result<(LocalRecord, Task), ReplicationError> {
+        self.check_type(entity_type)?;
+        let id = match id {
+            Some(id) if id.is_empty() || id.len() > 200 => {
+                return Err(ReplicationError::InvalidRecord(
+                    "`id` must be 1 to 200 characters".into(),
+                ))
+            }
+            Some(id) => id,
+            None => self.clock.unique_id(),
+        };
+        let existing = self.records.get_record(entity_type, &id).await?;
+        self.write(entity_type, id, data, false, existing).await
+    }
+
+    /// Deletes a record locally (a tombstone) and queues the delete.
+    /// Returns `None` when there is no such live record.
+    pub async fn delete(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<(LocalRecord, Task)>, ReplicationError> {
+        self.check_type(entity_type)?;
+        let Some(existing) = self.records.get_record(entity_type, id).await? else {
+            return Ok(None);
+        };
+        if existing.is_deleted {
+            return Ok(None);
+        }
+        let data = existing.data.clone();
+        self.write(entity_type, id.to_owned(), data, true, Some(existing))
+            .await
+            .map(Some)
+    }
+
+    async fn write(
+        &self,
+        entity_type: &str,
+        id: String,
+        data: Map<String, Value>,
+        is_deleted: bool,
+        existing: Option<LocalRecord>,
+    ) -> Result<(LocalRecord, Task), ReplicationError> {
+        let now = self.clock.now();
+        let mutation_id = self.clock.unique_id();
+        let (version, mut changed) = match &existing {
+            Some(e) => (e.version, e.changed_fields.clone()),
+            None => (0, Vec::new()),
+        };
+        let before = existing
+            .as_ref()
+            .map(|e| e.data.clone())
+            .unwrap_or_default();
+        changed.extend(changed_fields(&before, &data));
+        changed.sort();
+        changed.dedup();
+        let record = LocalRecord {
+            entity_type: entity_type.to_owned(),
+            id: id.clone(),
+            data,
+            version,
+            is_deleted,
+            sync_status: RecordStatus::Pending,
+            updated_at: now,
+            pending_mutation_id: Some(mutation_id.clone()),
+            changed_fields: changed,
+            conflict_remote: None,
+            sync_error: None,
+        };
+        let task = self.mutation_task(&record, mutation_id, now);
+        let stored = self.records.write_local(&record, task).await?;
+        Ok((record, stored))
+    }
+
+    fn mutation_task(&self, record: &LocalRecord, mutation_id: String, now: f64) -> Task {
+        let mutation = protocol::Mutation {
+            mutation_id: mutation_id.clone(),
+            entity_type: record.entity_type.clone(),
+            op: if record.is_deleted {
+                protocol::Op::Delete
+            } else {
+                protocol::Op::Upsert
+            },
+            id: Some(record.id.clone()),
+            base_version: Some(record.version),
+            data: (!record.is_deleted).then(|| Value::Object(record.data.clone())),
+            client_timestamp: Some(to_iso(record.updated_at)),
+        };
+        Task {
+            id: mutation_task_id(&record.entity_type, &record.id),
+            kind: TaskKind::Mutation,
+            priority: Priority::Normal,
+            seq: 0,
+            ordering_key: Some(format!("record:{}:{}", record.entity_type, record.id)),
+            request: HttpRequest {
+                url: self.url(protocol::PUSH_PATH),
+                method: "POST".into(),
+                headers: BTreeMap::new(),
+                body: serde_json::to_value(&mutation).ok().map(Body::Json),
+            },
+            revision: 0,
+            idempotency_key: mutation_id,
+            retry_on_failure: true,
+            attempts: 0,
+            next_attempt_at: None,
+            created_at: now,
+            errors: Vec::new(),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        entity_type: &str,
+        id: &str,
+    ) -> Result<Option<LocalRecord>, ReplicationError> {
+        self.check_type(entity_type)?;
+        Ok(self
+            .records
+            .get_record(entity_type, id)
+            .await?
+            .filter(|r| !r.is_deleted))
+    }
+
+    /// The live records of a type.
+    pub async fn query(&self, entity_type: &str) -> Result<Vec<LocalRecord>, ReplicationError> {
+        self.check_type(entity_type)?;
+        let mut records: Vec<LocalRecord> = self
+            .records
+            .records_of(entity_type)
+            .await?
+            .into_iter()
+            .filter(|r| !r.is_deleted)
+            .collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    // ----- conflicts -----
+
+    /// Settles a local change that met a newer server copy.
+    async fn settle_conflict(&self, local: LocalRecord, remote: RemoteRecord) -> Settlement {
+        let now = self.clock.now();
+        let local_view = local.view();
+        let remote_view = remote.clone().into_local(&local.entity_type).view();
+        let outcome = if self.resolver.is_set() {
+            match self
+                .resolver
+                .resolve(&local.entity_type, &local_view, &remote_view)
+                .await
+            {
+                Ok(data) => {
+                    let push = data != remote.data || remote.is_deleted;
+                    Ok((data, false, push, "callback"))
+                }
+                Err(message) => Err(message),
+            }
+        } else {
+            let o = resolve(
+                self.options.strategy,
+                &Side {
+                    data: &local.data,
+                    is_deleted: local.is_deleted,
+                    updated_at: local.updated_at,
+                },
+                &Side {
+                    data: &remote.data,
+                    is_deleted: remote.is_deleted,
+                    updated_at: remote.updated_at,
+                },
+                &local.changed_fields,
+            );
+            Ok((o.data, o.is_deleted, o.push, o.winner))
+        };
+        let entity_type = local.entity_type.clone();
+        let id = local.id.clone();
+        match outcome {
+            Ok((data, is_deleted, push, winner)) => {
+                let settlement = if push {
+                    let mutation_id = self.clock.unique_id();
+                    let record = LocalRecord {
+                        data,
+                        is_deleted,
+                        version: remote.version,
+                        sync_status: RecordStatus::Pending,
+                        updated_at: now,
+                        pending_mutation_id: Some(mutation_id.clone()),
+                        conflict_remote: None,
+                        sync_error: None,
+                        ..local
+                    };
+                    let task = self.mutation_task(&record, mutation_id, now);
+                    Settlement {
+                        record,
+                        requeue: Some(task),
+                        cancel_task: false,
+                    }
+                } else {
+                    let mut record = remote.clone().into_local(&entity_type);
+                    record.data = data;
+                    record.is_deleted = is_deleted;
+                    Settlement {
+                        record,
+                        requeue: None,
+                        cancel_task: true,
+                    }
+                };
+                self.events.emit(Event::Conflict(ConflictEvent {
+                    entity_type,
+                    id,
+                    local: local_view,
+                    remote: remote_view,
+                    resolved: settlement.record.view(),
+                    outcome: winner.to_owned(),
+                }));
+                settlement
+            }
+            Err(message) => {
+                let record = LocalRecord {
+                    version: remote.version,
+                    sync_status: RecordStatus::Conflict,
+                    pending_mutation_id: None,
+                    conflict_remote: Some(remote.data.clone()),
+                    sync_error: Some(format!("onConflict failed: {message}")),
+                    ..local
+                };
+                self.events.emit(Event::Conflict(ConflictEvent {
+                    entity_type,
+                    id,
+                    local: local_view,
+                    remote: remote_view,
+                    resolved: record.view(),
+                    outcome: "unresolved".to_owned(),
+                }));
+                Settlement {
+                    record,
+                    requeue: None,
+                    cancel_task: true,
+                }
+            }
+        }
+    }
+
+    // ----- pull -----
+
+    fn auth_headers(&self) -> BTreeMap<String, String> {
+        let mut headers = BTreeMap::new();
+        if let Some(token) = self.token.borrow().as_ref() {
+            headers.insert("Authorization".into(), format!("Bearer {token}"));
+        }
+        headers
+    }
+
+    async fn call(&self, path: &str, body: Value) -> Result<Value, ReplicationError> {
+        let request = HttpRequest {
+            url: self.url(path),
+            method: "POST".into(),
+            headers: self.auth_headers(),
+            body: Some(Body::Json(body)),
+        };
+        let response = self
+            .transport
+            .send(&request, self.options.request_timeout)
+            .await
+            .map_err(|e| match e {
+                TransportError::Network(m) => ReplicationError::Network(m),
+                TransportError::Timeout(ms) => {
+                    ReplicationError::Network(format!("no response within {ms} ms"))
+                }
+            })?;
+        let json = match response.body {
+            ResponseBody::Json(value) => value,
+            ResponseBody::Text(text) => Value::String(text),
+            ResponseBody::Empty => Value::Null,
+        };
+        match response.status {
+            200..=299 => Ok(json),
+            401 | 403 => Err(ReplicationError::Auth(response.status)),
+            status => Err(ReplicationError::Http {
+                status,
+                message: json["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no details")
+                    .to_owned(),
+            }),
+        }
+    }
+
+    /// Pulls every change after the stored cursor, page by page; each page is
+    /// applied with its cursor in one transaction, so an interrupted pull
+    /// resumes where it stopped. Returns the counts and the tasks queued by
+    /// conflict resolution (for the outbox's schedule).
+    pub async fn pull(
+        &self,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(PullReport, Vec<Task>), ReplicationError> {
+        if self.pulling.replace(true) {
+            return Err(ReplicationError::Busy);
+        }
+        let result = self.pull_pages(&mut progress).await;
+        self.pulling.set(false);
+        let (report, _) = result.as_ref().map_err(Clone::clone)?;
+        self.events.emit(Event::PullComplete {
+            pulled: report.pulled,
+            pages: report.pages,
+            conflicts: report.conflicts,
+        });
+        result
+    }
+
+    async fn pull_pages(
+        &self,
+        progress: &mut impl FnMut(usize),
+    ) -> Result<(PullReport, Vec<Task>), ReplicationError> {
+        let mut report = PullReport::default();
+        let mut requeued = Vec::new();
+        let mut cursor = self
+            .records
+            .get_meta_text(CURSOR_KEY)
+            .await?
+            .filter(|c| !c.is_empty());
+        loop {
+            let request = protocol::PullRequest {
+                cursor: cursor.clone(),
+                entity_types: self.options.entity_types.clone(),
+                limit: Some(self.options.page_size),
+                last_sync_timestamp: None,
+            };
+            let body = serde_json::to_value(&request)
+                .map_err(|e| ReplicationError::InvalidRecord(e.to_string()))?;
+            let json = self.call(protocol::PULL_PATH, body).await?;
+            let page: protocol::PullResponse =
+                serde_json::from_value(json).map_err(|e| ReplicationError::Http {
+                    status: 200,
+                    message: format!("unreadable pull page: {e}"),
+                })?;
+            let (count, conflicts, tasks) =
+                self.apply_page(&page.data, page.cursor.clone()).await?;
+            report.pulled += count;
+            report.pages += 1;
+            report.conflicts += conflicts;
+            requeued.extend(tasks);
+            progress(report.pulled);
+            let advanced = page.cursor.is_some() && page.cursor != cursor;
+            cursor = page.cursor.or(cursor);
+            if !page.has_more || !advanced {
+                break;
+            }
+        }
+        Ok((report, requeued))
+    }
+
+    /// Applies one page of server records (and the new cursor, if given)
+    /// in one transaction. Returns (records, conflicts, tasks queued).
+    async fn apply_page(
+        &self,
+        data: &BTreeMap<String, Vec<Value>>,
+        cursor: Option<String>,
+    ) -> Result<(usize, usize, Vec<Task>), ReplicationError> {
+        let mut remotes = Vec::new();
+        for (entity_type, records) in data {
+            for value in records {
+                if let Some(remote) = RemoteRecord::from_json(value) {
+                    remotes.push((entity_type.clone(), remote));
+                }
+            }
+        }
+        let keys: Vec<(String, String)> = remotes
+            .iter()
+            .map(|(t, r)| (t.clone(), r.id.clone()))
+            .collect();
+        let locals = self.records.get_records(&keys).await?;
+        let mut change = RecordChange {
+            cursor,
+            ..Default::default()
+        };
+        let mut conflicts = 0;
+        for ((entity_type, remote), local) in remotes.into_iter().zip(locals) {
+            match local {
+                Some(local)
+                    if local.has_unsent_change() || local.sync_status == RecordStatus::Conflict =>
+                {
+                    if remote.version <= local.version {
+                        continue; // the copy our change is based on: nothing new
+                    }
+                    if local.sync_status == RecordStatus::Conflict {
+                        // Still unsettled by the app: keep the newest server side.
+                        let mut kept = local;
+                        kept.version = remote.version;
+                        kept.conflict_remote = Some(remote.data);
+                        change.records.push(kept);
+                        continue;
+                    }
+                    conflicts += 1;
+                    let settled = self.settle_conflict(local, remote).await;
+                    if settled.cancel_task {
+                        change
+                            .cancel_tasks
+                            .push(mutation_task_id(&entity_type, &settled.record.id));
+                    }
+                    change.register.extend(settled.requeue);
+                    change.records.push(settled.record);
+                }
+                _ => change.records.push(remote.into_local(&entity_type)),
+            }
+        }
+        let count = change.records.len();
+        let tasks = self.records.apply(change).await?;
+        Ok((count, conflicts, tasks))
+    }
+
+    // ----- verify -----
+
+    /// Compares count and checksum per entity type with the server and
+    /// repairs what differs by re-reading exactly the missing or stale
+    /// records. Records with unsent local changes are left alone.
+    pub async fn verify(&self) -> Result<Vec<VerifyReport>, ReplicationError> {
+        let body = serde_json::json!({ "entityTypes": self.options.entity_types });
+        let json = self.call(protocol::VERIFY_PATH, body).await?;
+        let answer: protocol::VerifyResponse =
+            serde_json::from_value(json).map_err(|e| ReplicationError::Http {
+                status: 200,
+                message: format!("unreadable verify answer: {e}"),
+            })?;
+        let mut reports = Vec::new();
+        for entity_type in &self.options.entity_types {
+            let server = answer
+                .data
+                .get(entity_type)
+                .cloned()
+                .unwrap_or(protocol::TypeSummary {
+                    count: 0,
+                    checksum: protocol::record_checksum(std::iter::empty()),
+                });
+            let locals = self.records.records_of(entity_type).await?;
+            let (count, checksum) = local_summary(&locals);
+            let mut report = VerifyReport {
+                entity_type: entity_type.clone(),
+                local_count: count,
+                server_count: server.count,
+                local_checksum: checksum.clone(),
+                server_checksum: server.checksum.clone(),
+                repaired: 0,
+            };
+            if checksum != server.checksum || count != server.count {
+                report.repaired = self.repair(entity_type, locals).await?;
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    async fn repair(
+        &self,
+        entity_type: &str,
+        locals: Vec<LocalRecord>,
+    ) -> Result<usize, ReplicationError> {
+        let mut local_by_id: HashMap<String, LocalRecord> =
+            locals.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut seen = HashSet::new();
+        let mut repaired = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let request = protocol::PullRequest {
+                cursor: cursor.clone(),
+                entity_types: vec![entity_type.to_owned()],
+                limit: Some(self.options.page_size),
+                last_sync_timestamp: None,
+            };
+            let body = serde_json::to_value(&request)
+                .map_err(|e| ReplicationError::InvalidRecord(e.to_string()))?;
+            let json = self.call(protocol::PULL_PATH, body).await?;
+            let page: protocol::PullResponse =
+                serde_json::from_value(json).map_err(|e| ReplicationError::Http {
+                    status: 200,
+                    message: format!("unreadable pull page: {e}"),
+                })?;
+            let mut change = RecordChange::default();
+            for value in page.data.get(entity_type).into_iter().flatten() {
+                let Some(remote) = RemoteRecord::from_json(value) else {
+                    continue;
+                };
+                seen.insert(remote.id.clone());
+                let stale = match local_by_id.get(&remote.id) {
+                    None => !remote.is_deleted,
+                    Some(local) if local.has_unsent_change() => false,
+                    Some(local) => {
+                        local.version != remote.version || local.is_deleted != remote.is_deleted
+                    }
+                };
+                if stale {
+                    repaired += 1;
+                    change.records.push(remote.into_local(entity_type));
+                }
+            }
+            self.records.apply(change).await?;
+            let advanced = page.cursor.is_some() && page.cursor != cursor;
+            cursor = page.cursor.or(cursor);
+            if !page.has_more || !advanced {
+                break;
+            }
+        }
+        // Synced local records the server does not know at all.
+        let mut change = RecordChange::default();
+        for (id, local) in local_by_id.drain() {
+            if !seen.contains(&id) && !local.has_unsent_change() && local.version > 0 {
+                repaired += 1;
+                change.delete_records.push((entity_type.to_owned(), id));
+            }
+        }
+        self.records.apply(change).await?;
+        Ok(repaired)
+    }
+
+    // ----- push results -----
+
+    async fn apply_results(
+        &self,
+        tasks: &[Task],
+        response: &HttpResponse,
+    ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
+        let now = self.clock.now();
+        let parsed: Option<protocol::PushResponse> = match &response.body {
+            ResponseBody::Json(value) => serde_json::from_value(value.clone()).ok(),
+            _ => None,
+        };
+        let Some(parsed) = parsed else {
+            let error = TaskError {
+                class: ErrorClass::Retryable,
+                message: "the push answer was not a Tidesync push response".into(),
+                status: Some(response.status),
+                at: now,
+            };
+            return Ok((vec![MutationVerdict::Retry(error); tasks.len()], Vec::new()));
+        };
+        let results: HashMap<String, protocol::MutationResult> = parsed
+            .results
+            .into_iter()
+            .filter_map(|r| r.mutation_id.clone().map(|id| (id, r)))
+            .collect();
+        let mutations: Vec<Option<protocol::Mutation>> = tasks.iter().map(mutation_of).collect();
+        let keys: Vec<(String, String)> = mutations
+            .iter()
+            .map(|m| {
+                m.as_ref().map_or((String::new(), String::new()), |m| {
+                    (m.entity_type.clone(), m.id.clone().unwrap_or_default())
+                })
+            })
+            .collect();
+        let locals = self.records.get_records(&keys).await?;
+        let mut verdicts = Vec::with_capacity(tasks.len());
+        let mut change = RecordChange::default();
+        for (mutation, local) in mutations.into_iter().zip(locals) {
+            let Some(mutation) = mutation else {
+                verdicts.push(MutationVerdict::Rejected(TaskError {
+                    class: ErrorClass::Validation,
+                    message: "the task does not hold a readable mutation".into(),
+                    status: None,
+                    at: now,
+                }));
+                continue;
+            };
+            let Some(result) = results.get(&mutation.mutation_id) else {
+                verdicts.push(MutationVerdict::Retry(TaskError {
+                    class: ErrorClass::Retryable,
+                    message: format!(
+                        "the push answer has no result for mutation {}",
+                        mutation.mutation_id
+                    ),
+                    status: Some(response.status),
+                    at: now,
+                }));
+                continue;
+            };
+            let remote = result.record.as_ref().and_then(RemoteRecord::from_json);
+            let ours = local
+                .as_ref()
+                .is_some_and(|l| l.pending_mutation_id.as_deref() == Some(&mutation.mutation_id));
+            match result.status {
+                protocol::MutationStatus::Rejected => {
+                    let message = result.error.as_ref().map_or("rejected".to_owned(), |e| {
+                        format!("{}: {}", e.code, e.message)
+                    });
+                    if let (Some(mut local), true) = (local, ours) {
+                        local.sync_status = RecordStatus::Rejected;
+                        local.sync_error = Some(message.clone());
+                        local.pending_mutation_id = None;
+                        change.records.push(local);
+                    }
+                    verdicts.push(MutationVerdict::Rejected(TaskError {
+                        class: ErrorClass::Validation,
+                        message,
+                        status: Some(response.status),
+                        at: now,
+                    }));
+                }
+                protocol::MutationStatus::Conflict if ours && remote.is_some() => {
+                    let (Some(local), Some(remote)) = (local, remote) else {
+                        continue;
+                    };
+                    // The server settled it by its strategy; the client's
+                    // strategy (or callback) has the last word locally.
+                    if remote.data == local.data && remote.is_deleted == local.is_deleted {
+                        change
+                            .records
+                            .push(remote.into_local(&mutation.entity_type));
+                    } else {
+                        let settled = self.settle_conflict(local, remote).await;
+                        change.register.extend(settled.requeue);
+                        change.records.push(settled.record);
+                    }
+                    verdicts.push(MutationVerdict::Done);
+                }
+                _ => {
+                    // Applied, duplicate, or a conflict for a change since superseded.
+                    if let (Some(mut local), Some(remote)) = (local, remote) {
+                        if ours {
+                            local = remote.into_local(&mutation.entity_type);
+                        } else {
+                            local.version = local.version.max(remote.version);
+                        }
+                        change.records.push(local);
+                    }
+                    verdicts.push(MutationVerdict::Done);
+                }
+            }
+        }
+        let requeued = self.records.apply(change).await?;
+        Ok((verdicts, requeued))
+    }
+}
+
+/// Count and checksum of the synced live records, as the server computes
+/// them (records never pushed have no server version yet).
+pub fn local_summary(records: &[LocalRecord]) -> (u64, String) {
+    let live: Vec<&LocalRecord> = records
+        .iter()
+        .filter(|r| !r.is_deleted && r.version > 0)
+        .collect();
+    let checksum = protocol::record_checksum(live.iter().map(|r| (r.id.as_str(), r.version)));
+    (live.len() as u64, checksum)
+}
+
+impl<R: ReplicaPorts> Replica for Replicator<R> {
+    fn batch_size(&self) -> usize {
+        self.options.batch_size
+    }
+
+    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError> {
+        let mut mutations: Vec<protocol::Mutation> = tasks.iter().filter_map(mutation_of).collect();
+        let keys: Vec<(String, String)> = mutations
+            .iter()
+            .map(|m| (m.entity_type.clone(), m.id.clone().unwrap_or_default()))
+            .collect();
+        let locals = self.records.get_records(&keys).await?;
+        for (mutation, local) in mutations.iter_mut().zip(locals) {
+            // The version acknowledged last, which an earlier mutation of
+            // the same record may have moved since this one was queued.
+            if let Some(local) = local {
+                mutation.base_version = Some(local.version);
+            }
+        }
+        let push = protocol::PushRequest {
+            client_id: self.client_id.clone(),
+            mutations,
+        };
+        let body = serde_json::to_value(&push).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The outbox adds the bearer token, as for every request to the server.
+        Ok(HttpRequest {
+            url: self.url(protocol::PUSH_PATH),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body: Some(Body::Json(body)),
+        })
+    }
+
+    async fn apply_push(
+        &self,
+        tasks: &[Task],
+        response: &HttpResponse,
+    ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
+        self.apply_results(tasks, response).await
+    }
+}
