@@ -3,6 +3,7 @@
 //! delegates to [`crate::engine::replication::Replicator`].
 
 use crate::api::client::{run_flush, schedule_flush, store_error, to_js_value, Inner, SyncClient};
+use crate::api::devtools;
 use crate::api::error::tidesync_error;
 use crate::engine::events::Event;
 use crate::engine::ports::{ConflictResolver, EventSink};
@@ -279,7 +280,14 @@ impl SyncClient {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
             replicator.set_token(inner.outbox().token());
+            let started = devtools::performance_now();
             let (report, requeued) = replicator.pull(|_| {}).await.map_err(replication_error)?;
+            devtools::measure_phase(
+                "tidesync:pull",
+                started,
+                inner.name(),
+                &to_js_value(&report)?,
+            );
             adopt_all(&inner, requeued);
             to_js_value(&report)
         })
@@ -321,7 +329,15 @@ async fn sync_once(
         done: 0,
         total: pending,
     });
+    let push_started = devtools::performance_now();
     let pushed = run_flush(inner).await.map_err(store_error)?;
+    let push_detail = serde_json::json!({"mutations": pushed.completed, "failed": pushed.failed});
+    devtools::measure_phase(
+        "tidesync:push",
+        push_started,
+        inner.name(),
+        &to_js_value(&push_detail)?,
+    );
     events.emit(Event::Progress {
         phase: "push",
         done: pushed.completed,
@@ -335,6 +351,7 @@ async fn sync_once(
     }
     replicator.set_token(inner.outbox().token());
     let progress_events = events.clone();
+    let pull_started = devtools::performance_now();
     let (pulled, requeued) = replicator
         .pull(move |done| {
             progress_events.emit(Event::Progress {
@@ -345,6 +362,12 @@ async fn sync_once(
         })
         .await
         .map_err(replication_error)?;
+    devtools::measure_phase(
+        "tidesync:pull",
+        pull_started,
+        inner.name(),
+        &to_js_value(&pulled)?,
+    );
     let resolved = !requeued.is_empty();
     for task in requeued {
         inner.outbox().adopt(task);
