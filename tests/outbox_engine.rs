@@ -1746,3 +1746,44 @@ fn a_closed_breaker_starts_again_from_the_first_cooldown() {
     assert_eq!(cooldowns, [1000.0, 2000.0, 1000.0]);
     assert_eq!(b.events_named("circuit:close").len(), 1);
 }
+
+#[test]
+fn a_refusal_the_token_never_reached_is_a_dead_letter_not_a_pause() {
+    let b = bench_with(
+        OutboxOptions {
+            concurrency: 1,
+            ..OutboxOptions::default()
+        },
+        Some("secret"),
+    );
+    b.register(post("third-party").url("https://partner.example.net/hook"));
+    let mut own_header = post("own-header");
+    own_header
+        .request
+        .headers
+        .insert("Authorization".into(), "Basic dXNlcg==".into());
+    b.register(own_header);
+    b.register(post("mine"));
+    b.respond(|request, _| {
+        if request.headers.contains_key("x-key") || request.url.starts_with("/items/mine") {
+            answer(200)
+        } else {
+            answer(401)
+        }
+    });
+
+    b.flush();
+
+    assert!(b.events_named("auth:required").is_empty());
+    assert!(!b.outbox.status().auth_required);
+    assert_eq!(b.failed_ids(), ["own-header", "third-party"]);
+    let failed = block_on(b.outbox.list_failed()).unwrap();
+    assert!(failed
+        .iter()
+        .all(|f| f.task.errors[0].class == ErrorClass::Permission));
+    assert_eq!(
+        b.store.task("mine"),
+        None,
+        "the app's own work went through"
+    );
+}

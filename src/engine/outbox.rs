@@ -629,6 +629,16 @@ impl<P: Ports> Outbox<P> {
         (request, sent_token)
     }
 
+    /// Whether the bearer token would go with this request: not when the app
+    /// set its own `Authorization` header, nor to another origin.
+    fn token_reaches(&self, request: &HttpRequest) -> bool {
+        !request
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"))
+            && self.carries_token(&request.url)
+    }
+
     /// The bearer token goes only to the app's own origin (relative URLs)
     /// and to the configured server, never to third parties.
     fn carries_token(&self, url: &str) -> bool {
@@ -673,6 +683,15 @@ impl<P: Ports> Outbox<P> {
     ) -> Result<Settled, StoreError> {
         let now = self.clock.now();
         let outcome = classify(result, now);
+        // A refusal our token never reached (a third-party URL, or the app's
+        // own Authorization header): no new token can help, so the task is
+        // rejected instead of pausing all work behind it.
+        let outcome = match outcome {
+            Outcome::NeedsAuth { error } if !self.token_reaches(&task.request) => {
+                Outcome::Reject { error }
+            }
+            other => other,
+        };
         {
             let mut state = self.state.borrow_mut();
             state.in_flight.remove(&task.id);
