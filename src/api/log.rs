@@ -29,6 +29,7 @@ impl LogLevel {
 pub struct Logger {
     level: LogLevel,
     prefix: String,
+    client: String,
 }
 
 impl Logger {
@@ -36,7 +37,13 @@ impl Logger {
         Self {
             level,
             prefix: format!("[tidesync:{name}]"),
+            client: name.to_owned(),
         }
+    }
+
+    /// The name of the client this logger speaks for.
+    pub fn client(&self) -> &str {
+        &self.client
     }
 
     pub fn log(&self, level: LogLevel, message: &str, details: Option<&JsValue>) {
