@@ -29,7 +29,7 @@ use crate::config::Registry as EntityRegistry;
 use crate::db::{After, Repo, StoredRecord};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sync::{iso_ms, now_ms, parse_mutation, parse_seed_record, parse_time_ms, MAX_ID_LEN};
+use crate::sync::{check_id, iso_ms, now_ms, parse_mutation, parse_seed_record, parse_time_ms};
 
 /// Limits from the command line.
 #[derive(Debug, Clone)]
@@ -312,11 +312,9 @@ async fn push(
         (None, parsed)
     } else if let Some(mutations) = obj.remove("mutations") {
         let client_id = match obj.get("clientId") {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_ID_LEN => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(ApiError::Validation(format!(
-                    "clientId: must be 1 to {MAX_ID_LEN} bytes"
-                )))
+            Some(Value::String(s)) => {
+                check_id("clientId", s).map_err(ApiError::Validation)?;
+                s.clone()
             }
             Some(_) => return Err(ApiError::Validation("clientId: expected a string".into())),
             None => return Err(ApiError::Validation("clientId: missing".into())),
@@ -572,6 +570,9 @@ async fn fetch(
             "ids: {} ids; at most {max} per fetch",
             req.ids.len()
         )));
+    }
+    for (i, id) in req.ids.iter().enumerate() {
+        check_id(&format!("ids[{i}]"), id).map_err(ApiError::Validation)?;
     }
     let rows = st
         .repo

@@ -62,6 +62,9 @@ impl Keys {
         if c.tenant.is_empty() || c.sub.is_empty() {
             return Err("empty tenant or sub claim".into());
         }
+        if c.tenant.len() > 255 || c.tenant.chars().any(char::is_control) {
+            return Err("tenant claim: 1 to 255 bytes, no control characters".into());
+        }
         Ok(c)
     }
 }

@@ -277,6 +277,9 @@ impl Repo {
                     let sync_status = data
                         .get("sync_status")
                         .and_then(Value::as_str)
+                        // PostgreSQL text cannot hold NUL; such a value is
+                        // never "pending" anyway.
+                        .filter(|s| !s.contains('\0'))
                         .map(str::to_owned);
                     sqlx::query(
                         "INSERT INTO records \

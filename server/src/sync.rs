@@ -143,11 +143,13 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn check_id(field: &str, id: &str) -> Result<(), String> {
+pub fn check_id(field: &str, id: &str) -> Result<(), String> {
     if id.is_empty() {
         Err(format!("{field}: must not be empty"))
     } else if id.len() > MAX_ID_LEN {
         Err(format!("{field}: longer than {MAX_ID_LEN} bytes"))
+    } else if id.chars().any(char::is_control) {
+        Err(format!("{field}: must not contain control characters"))
     } else {
         Ok(())
     }

@@ -548,6 +548,33 @@ async fn sql_looking_strings_are_stored_verbatim(b: Backend) {
         fetched["data"]["end_user"].as_array().map(Vec::len),
         Some(1)
     );
+    // NUL and control characters: refused in ids, stored verbatim in data.
+    let v = api
+        .push(
+            "c",
+            vec![
+                upsert("m-nul", "end_user", "a\u{0}b", 0, json!({})),
+                upsert(
+                    "m-ok",
+                    "end_user",
+                    "nul-data",
+                    0,
+                    json!({"s": "a\u{0}b", "sync_status": "\u{0}"}),
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(v["results"][0]["status"], "rejected", "{v}");
+    assert_eq!(v["results"][1]["status"], "applied", "{v}");
+    assert_eq!(current(&api, "end_user", "nul-data").await["s"], "a\u{0}b");
+    let (status, _) = api
+        .post(FETCH, json!({"entityType": "end_user", "ids": ["a\u{0}b"]}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = api
+        .post(PUSH, json!({"clientId": "c\u{0}", "mutations": []}))
+        .await;
+    assert_eq!(status, 400);
     // The tables are all still there and another tenant is unaffected.
     let other = Api::for_tenant(&s, &common::tenant());
     other
