@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// Largest database pool per process.
     #[arg(long, env = "TIDESYNC_DB_POOL", default_value_t = 10)]
     pub db_pool: u32,
+    /// Log format on stderr: `text` or `json` (one JSON object per line).
+    /// Verbosity comes from RUST_LOG (default `info`).
+    #[arg(long, env = "TIDESYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Enable test-only routes (POST /__test/drop-next-push-response). Never in production.
     #[arg(long)]
     pub test_hooks: bool,
