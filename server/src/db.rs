@@ -200,6 +200,9 @@ impl Repo {
         strategy: impl Fn(&str) -> Strategy,
         now: i64,
     ) -> Result<(Vec<(usize, ItemOutcome)>, Option<i64>), sqlx::Error> {
+        if items.is_empty() {
+            return Ok((Vec::new(), None));
+        }
         let mut tx = self.pool.begin().await?;
         // Take the tenant's write lock first; held until commit.
         let start_seq: i64 = sqlx::query(

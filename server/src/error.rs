@@ -60,11 +60,18 @@ impl ApiError {
     }
 }
 
+/// Errors worth retrying: no connection, or lock contention that outlasted
+/// the wait (SQLite busy/locked; PostgreSQL serialization failure, deadlock,
+/// lock timeout, too many connections).
 fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("5" | "6" | "517" | "40001" | "40P01" | "55P03" | "53300" | "57P03")
+        ),
+        _ => false,
+    }
 }
 
 impl IntoResponse for ApiError {
