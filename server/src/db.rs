@@ -36,7 +36,10 @@ pub fn normalize_url(db: &str) -> (Backend, String) {
         .strip_prefix("sqlite://")
         .or_else(|| db.strip_prefix("sqlite:"))
         .unwrap_or(db);
-    if path.contains("mode=") || path == ":memory:" {
+    if path == ":memory:" {
+        return (Backend::Sqlite, "sqlite::memory:".to_owned());
+    }
+    if path.contains("mode=") {
         return (Backend::Sqlite, format!("sqlite://{path}"));
     }
     let sep = if path.contains('?') { '&' } else { '?' };
@@ -117,8 +120,19 @@ impl Repo {
     pub async fn connect(db: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
         install_default_drivers();
         let (backend, url) = normalize_url(db);
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+        // An in-memory SQLite database lives as long as its one connection:
+        // keep exactly one, forever.
+        let in_memory = backend == Backend::Sqlite && url.contains(":memory:");
+        let max_connections = if in_memory { 1 } else { max_connections.max(1) };
+        let mut options = AnyPoolOptions::new();
+        if in_memory {
+            options = options
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = options
+            .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
@@ -502,5 +516,7 @@ mod tests {
             (Backend::Sqlite, "sqlite://x.db?mode=rwc".into())
         );
         assert_eq!(normalize_url("postgres://u@h/d").0, Backend::Postgres);
+        assert_eq!(normalize_url(":memory:").1, "sqlite::memory:");
+        assert_eq!(normalize_url("sqlite::memory:").1, "sqlite::memory:");
     }
 }

@@ -927,6 +927,41 @@ async fn sigterm_shuts_down_gracefully() {
 }
 
 #[test]
+fn sigterm_lets_an_in_flight_push_finish() {
+    use std::io::{Read, Write};
+    let mut s = Server::start(&Backend::Sqlite);
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let body = json!({"clientId": "c", "mutations": [upsert("m1", "end_user", "u1", 0, json!({"name": "Ada"}))]})
+        .to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        conn,
+        "POST {PUSH} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+        common::token("t"),
+        body.len()
+    )
+    .expect("send head");
+    conn.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The request started before the signal: it is still answered.
+    conn.write_all(tail.as_bytes()).expect("send tail");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"applied\""), "{answer}");
+    let exit = s.child.wait().expect("wait");
+    assert!(exit.success(), "exit status {exit}");
+}
+
+#[test]
 fn token_subcommand_mints_a_token_the_server_accepts() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidesync-server"))
         .args(["token", "--tenant", "acme", "--sub", "ada", "--ttl", "60"])
