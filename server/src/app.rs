@@ -22,7 +22,8 @@ use tidesync_protocol::{
 };
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::auth::{authenticate, Auth, Keys, RateLimit};
 use crate::config::Registry as EntityRegistry;
@@ -162,7 +163,11 @@ pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String
         .nest_service("/pkg", ServeDir::new(&http.pkg))
         .fallback_service(ServeDir::new(&http.www))
         .layer(cors_layer(&http.cors_origin)?)
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .with_state(state))
 }
 
