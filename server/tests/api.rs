@@ -1061,3 +1061,35 @@ async fn seed_timestamp_pull_pages_through_sync_timestamp() {
     assert_eq!(v["hasMore"], false);
     assert_eq!(v["cursor"], "c1.20");
 }
+
+#[tokio::test]
+async fn cors_origin_list_allows_only_listed_origins() {
+    let s = Server::start_with(
+        &Backend::Sqlite,
+        Options {
+            extra_args: vec![
+                "--cors-origin".into(),
+                "http://app.example, http://admin.example".into(),
+            ],
+            ..Options::default()
+        },
+    );
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, s.url(PULL))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = preflight("http://admin.example").await.expect("preflight");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://admin.example"
+    );
+    let other = preflight("http://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
