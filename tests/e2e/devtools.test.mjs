@@ -4,7 +4,10 @@
 // through BroadcastChannel alone. Screenshots go to docs/img/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, existsSync, statSync, mkdtempSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { tmpdir, homedir } from "node:os";
+import { join } from "node:path";
 import { startTestServer } from "./support/server.mjs";
 import { launchBrowser, waitInPage } from "./support/browser.mjs";
 
@@ -120,6 +123,92 @@ test("performance.measure('tidesync:flush') entries carry the flush's task count
   assert.ok(last.duration >= 0 && last.startTime > 0);
   assert.deepEqual(last.detail, { client: name, sent: 3, completed: 2, failed: 1, retried: 0, remaining: 0 });
   await context.close();
+});
+
+/** The reference server binary: $TIDESYNC_SERVER_BIN, else the newest build, else a fresh debug build. */
+function serverBinary() {
+  if (process.env.TIDESYNC_SERVER_BIN) return process.env.TIDESYNC_SERVER_BIN;
+  const candidates = ["target/release", "target/debug", "target/server-dev/debug"]
+    .map((dir) => join(dir, "tidesync-server")).filter((file) => existsSync(file))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  if (candidates.length) return candidates[0];
+  const build = spawnSync("cargo", ["build", "--quiet", "-p", "tidesync-server"], {
+    stdio: "inherit", env: { ...process.env, PATH: `${homedir()}/.cargo/bin:${process.env.PATH}` },
+  });
+  assert.equal(build.status, 0, "cargo build -p tidesync-server");
+  return "target/debug/tidesync-server";
+}
+
+/** Starts tidesync-server on a free port over a throwaway SQLite file, serving www/ and pkg/. */
+async function startReferenceServer() {
+  const dir = mkdtempSync(join(tmpdir(), "tidesync-devtools-"));
+  const child = spawn(serverBinary(), ["--bind", "127.0.0.1:0", "--db", `sqlite://${join(dir, "server.db")}`,
+    "--www", "www", "--pkg", "pkg"], { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const url = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`tidesync-server did not start:\n${output}`)), 20000);
+    const read = (chunk) => {
+      output += chunk;
+      const found = output.match(/listening on (http:\/\/\S+)/);
+      if (found) { clearTimeout(timer); ok(found[1]); }
+    };
+    child.stdout.on("data", read);
+    child.stderr.on("data", read);
+    child.on("exit", (code) => fail(new Error(`tidesync-server exited (${code}):\n${output}`)));
+  });
+  const token = output.match(/dev token[^:]*: (\S+)/)?.[1];
+  assert.ok(token, "dev mode prints a token");
+  return {
+    url, token,
+    close: async () => {
+      child.kill("SIGTERM");
+      await new Promise((ok) => (child.exitCode !== null ? ok() : child.once("exit", ok)));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test("replication cycles appear as tidesync:push and tidesync:pull measures with counts (reference server)", async () => {
+  const reference = await startReferenceServer();
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    page.on("pageerror", (e) => console.error("page error:", e.message));
+    await page.goto(`${reference.url}/healthz`); // any page of the server's origin
+    const name = `perf-sync-${Date.now()}`;
+    const seen = await page.evaluate(async ({ name, token }) => {
+      const tidesync = await import("/pkg/tidesync.js");
+      await tidesync.default();
+      const client = await tidesync.SyncClient.open({
+        name, serverUrl: location.origin, token, entityTypes: ["end_user"], logLevel: "silent",
+        autoFlush: false, // the mutations wait for sync() instead of leaving on their own
+      });
+      await client.put("end_user", { id: "ada", name: "Ada" });
+      await client.put("end_user", { id: "grace", name: "Grace" });
+      const report = await client.sync();
+      const entries = (entry) => performance.getEntriesByName(entry).map((e) =>
+        ({ entryType: e.entryType, duration: e.duration, detail: e.detail }));
+      const result = { report, push: entries("tidesync:push"), pull: entries("tidesync:pull") };
+      await client.close();
+      return result;
+    }, { name, token: reference.token });
+    assert.ok(seen.report.pulled >= 1, `the records come back on pull: ${JSON.stringify(seen.report)}`);
+    assert.ok(seen.push.length >= 1, "a push measure");
+    assert.ok(seen.pull.length >= 1, "a pull measure");
+    for (const entry of [...seen.push, ...seen.pull]) {
+      assert.equal(entry.entryType, "measure");
+      assert.ok(entry.duration >= 0);
+      assert.equal(entry.detail.client, name, "detail names the client");
+    }
+    for (const entry of seen.push) assert.equal(typeof entry.detail.mutations, "number");
+    const pushed = seen.push.reduce((sum, e) => sum + e.detail.mutations, 0);
+    assert.equal(pushed, seen.report.pushed, `push detail counts what was pushed: ${JSON.stringify(seen.push)}`);
+    const pulled = seen.pull.reduce((sum, e) => sum + e.detail.pulled, 0);
+    assert.equal(pulled, seen.report.pulled, `pull detail counts the records: ${JSON.stringify(seen.pull)}`);
+  } finally {
+    await context.close();
+    await reference.close();
+  }
 });
 
 test("globalThis.__TIDESYNC__ lists open clients for the console and forgets closed ones", async () => {
