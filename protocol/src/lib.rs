@@ -87,6 +87,11 @@ pub struct Mutation {
     /// When the client made the change (ISO-8601); used by last-write-wins.
     #[serde(default)]
     pub client_timestamp: Option<String>,
+    /// The fields changed since `baseVersion` (an extension of seed 003's
+    /// form): under `merge`, a conflict keeps the server's other fields.
+    /// Absent: every field of `data` counts as changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_fields: Option<Vec<String>>,
 }
 
 /// Push request, Tidesync form. Seed 003's `{"changes": {...}}` is accepted

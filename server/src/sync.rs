@@ -24,6 +24,9 @@ pub struct PushItem {
     pub data: Map<String, Value>,
     /// Client's time of the change, ms since the epoch (last-write-wins).
     pub client_ts_ms: Option<i64>,
+    /// Fields the client changed since its base version; `merge` takes only
+    /// these from the client. `None`: every field sent.
+    pub changed_fields: Option<Vec<String>>,
 }
 
 /// A mutation that could not be read; it is answered `rejected`.
@@ -100,7 +103,22 @@ pub fn decide(
         Strategy::Merge => match item.op {
             Op::Upsert => {
                 let mut merged = e.data.clone();
-                merged.extend(item.data.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let changed =
+                    |k: &String| item.changed_fields.as_ref().is_none_or(|f| f.contains(k));
+                merged.extend(
+                    item.data
+                        .iter()
+                        .filter(|(k, _)| changed(k))
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                for removed in item
+                    .changed_fields
+                    .iter()
+                    .flatten()
+                    .filter(|k| !item.data.contains_key(*k))
+                {
+                    merged.remove(removed);
+                }
                 conflict(Some((merged, false)), Winner::Merged)
             }
             Op::Delete => conflict(Some((e.data.clone(), true)), Winner::Merged),
@@ -230,6 +248,7 @@ pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection>
         base_version: m.base_version,
         data,
         client_ts_ms,
+        changed_fields: m.changed_fields,
     })
 }
 
@@ -311,6 +330,7 @@ pub fn parse_seed_record(
         base_version,
         data: obj,
         client_ts_ms,
+        changed_fields: None,
     })
 }
 
@@ -328,6 +348,7 @@ mod tests {
             base_version: base,
             data: data.as_object().cloned().unwrap_or_default(),
             client_ts_ms: ts,
+            changed_fields: None,
         }
     }
 

@@ -283,6 +283,7 @@ impl<R: ReplicaPorts> Replicator<R> {
             base_version: Some(record.version),
             data: (!record.is_deleted).then(|| Value::Object(record.data.clone())),
             client_timestamp: Some(to_iso(record.updated_at)),
+            changed_fields: None,
         };
         Task {
             id: mutation_task_id(&record.entity_type, &record.id),
@@ -855,6 +856,13 @@ impl<R: ReplicaPorts> Replica for Replicator<R> {
             // the same record may have moved since this one was queued.
             if let Some(local) = local {
                 mutation.base_version = Some(local.version);
+                // Lets a `merge` conflict on the server keep the fields this
+                // client did not touch.
+                if local.version > 0
+                    && local.pending_mutation_id.as_deref() == Some(mutation.mutation_id.as_str())
+                {
+                    mutation.changed_fields = Some(local.changed_fields.clone());
+                }
             }
         }
         let push = protocol::PushRequest {
