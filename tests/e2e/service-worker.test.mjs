@@ -1,0 +1,226 @@
+// The same pkg/ in a module service worker and in a dedicated worker: the
+// example of www/sw-example/ driven in Chromium, with the network switched off
+// and on, pages closed, and the worker's `sync` event fired through the
+// Chrome DevTools Protocol (ServiceWorker.dispatchSyncEvent).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startTestServer } from "./support/server.mjs";
+import { launchBrowser } from "./support/browser.mjs";
+
+let server, browser;
+before(async () => {
+  server = await startTestServer();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `predicate` in Node until it is truthy, or fails with `message`. */
+async function until(predicate, message, timeout = 20000) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    if (await predicate()) return;
+    await sleep(50);
+  }
+  assert.fail(`timed out after ${timeout} ms: ${message}`);
+}
+
+/** Opens the example page with its tasks going to `endpoint` on the test server. */
+async function openExample(context, endpoint) {
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(`${server.url}/sw-example/?endpoint=${encodeURIComponent(endpoint)}`);
+  await page.waitForFunction(() => window.app?.ready === true, undefined, { timeout: 20000 });
+  return page;
+}
+
+/**
+ * A CDP session on a blank page of the same context (so it outlives the app's
+ * page), with the ServiceWorker domain enabled and the example's registration.
+ */
+async function serviceWorkerSession(context) {
+  const blank = await context.newPage();
+  const cdp = await context.newCDPSession(blank);
+  const registrations = new Map();
+  cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations: list }) => {
+    for (const r of list) registrations.set(r.scopeURL, r);
+  });
+  await cdp.send("ServiceWorker.enable");
+  const scope = `${server.url}/sw-example/`;
+  await until(() => registrations.has(scope), `a service worker registration for ${scope}`);
+  return { blank, cdp, registrationId: registrations.get(scope).registrationId };
+}
+
+/** Bodies received at `path`, asserting that each id arrived exactly once. */
+function assertEachOnce(path, ids) {
+  const received = server.received(path).map((r) => r.body.id);
+  assert.deepEqual([...received].sort(), [...ids].sort(), `each task delivered exactly once at ${path}`);
+}
+
+test("service worker: tasks queued offline are delivered by the worker's sync event (CDP dispatchSyncEvent) with no page of the app open", async () => {
+  const context = await browser.newContext();
+  const path = "/api/sw/dispatch";
+  const page = await openExample(context, path);
+  const { blank, cdp, registrationId } = await serviceWorkerSession(context);
+
+  await context.setOffline(true);
+  // Queued without requestBackgroundSync(), so that the event fired below is
+  // the only thing that can wake the worker (Chromium's own trigger is the
+  // next test).
+  const ids = await page.evaluate(async (url) => {
+    const ids = [];
+    for (let i = 0; i < 20; i++) {
+      const id = `dispatch-${i}`;
+      await window.app.client.register(id, { url, data: { id }, priority: i % 2 ? "low" : "high" });
+      ids.push(id);
+    }
+    return ids;
+  }, path);
+  assert.equal(await page.evaluate(() => window.app.client.getStatus().pendingCount), 20);
+  await page.close();
+  await context.setOffline(false);
+  await sleep(1000);
+  assert.equal(server.received(path).length, 0, "nothing is sent before the sync event");
+  assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "no page of the app is open");
+
+  await cdp.send("ServiceWorker.dispatchSyncEvent", {
+    origin: server.url, registrationId, tag: "tidesync", lastChance: false,
+  });
+  await until(() => server.received(path).length >= 20, "the worker delivers the 20 tasks");
+  await sleep(300);
+  assertEachOnce(path, ids);
+  assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "still no page of the app open");
+
+  // Back on the page: the shared database is empty, nothing is sent again.
+  const again = await openExample(context, path);
+  assert.equal(await again.evaluate(() => window.app.client.getStatus().pendingCount), 0);
+  assert.deepEqual(await again.evaluate(() => window.app.client.listQueued()), []);
+  await sleep(300);
+  assert.equal(server.received(path).length, 20);
+  await blank.close();
+  await context.close();
+});
+
+test("service worker: requestBackgroundSync() registers the tag offline and Chromium fires sync itself when the network returns, page closed", async () => {
+  const context = await browser.newContext();
+  const path = "/api/sw/background";
+  const page = await openExample(context, path);
+  assert.equal(await page.evaluate(() => window.app.hasBackgroundSync), true, "Chromium has Background Sync");
+  const keepAlive = await context.newPage(); // a blank page keeps the context open
+
+  await context.setOffline(true);
+  const saved = [];
+  for (let i = 0; i < 5; i++) saved.push(await page.evaluate((i) => window.app.saveNote(`note ${i}`), i));
+  assert.ok(saved.every((s) => s.registered === true), "requestBackgroundSync() resolved true");
+  const tags = await page.evaluate(async () => (await navigator.serviceWorker.ready).sync.getTags());
+  assert.deepEqual(tags, ["tidesync"], "the sync tag is registered while offline");
+  await page.close();
+  await sleep(1000);
+  assert.equal(server.received(path).length, 0, "nothing leaves while offline");
+
+  await context.setOffline(false);
+  await until(() => server.received(path).length >= 5, "the browser's sync event delivers the 5 notes");
+  await sleep(300);
+  assertEachOnce(path, saved.map((s) => s.id));
+  assert.equal(server.received(path)[0].body.text, "note 0");
+  assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "delivered with no page of the app open");
+  await keepAlive.close();
+  await context.close();
+});
+
+test("service worker: a page and its worker flushing the same client at once send each task exactly once (Web Locks)", async () => {
+  const context = await browser.newContext();
+  const path = "/api/sw/both";
+  const page = await openExample(context, path);
+  // Open the worker's client first, and check what its global scope offers.
+  const hello = await page.evaluate(() => window.app.askWorker("status"));
+  assert.equal(hello.error, undefined, JSON.stringify(hello.error));
+  assert.deepEqual(hello.scope, { window: false, indexedDB: true, fetch: true, setTimeout: true, locks: true });
+
+  await context.setOffline(true);
+  const ids = await page.evaluate(async (url) => {
+    const ids = Array.from({ length: 60 }, (_, i) => `both-${i}`);
+    await Promise.all(ids.map((id) => window.app.client.register(id, { url, data: { id } })));
+    return ids;
+  }, path);
+  assert.equal(server.received(path).length, 0, "nothing leaves while offline");
+  await context.setOffline(false);
+
+  const run = await page.evaluate(async () => {
+    const lockName = "tidesync:sw-example:flush";
+    const holders = new Set();
+    let contended = false;
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        const { held, pending } = await navigator.locks.query();
+        const mine = [...held, ...pending].filter((l) => l.name === lockName);
+        mine.forEach((l) => holders.add(l.clientId));
+        if (held.some((l) => l.name === lockName) && pending.some((l) => l.name === lockName)) contended = true;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    })();
+    const pageStarted = Date.now();
+    const [pageReport, worker] = await Promise.all([
+      window.app.client.flush().then((report) => ({ report, endedAt: Date.now() })),
+      window.app.askWorker("flush"),
+    ]);
+    watching = false;
+    await watch;
+    return { pageStarted, pageEnded: pageReport.endedAt, pageReport: pageReport.report, worker, holders: holders.size, contended };
+  });
+  assert.equal(run.worker.error, undefined, JSON.stringify(run.worker.error));
+  assert.ok(run.worker.startedAt < run.pageEnded && run.pageStarted < run.worker.endedAt,
+    "the two flushes overlapped in time");
+  assert.ok(run.contended, "one flush waited for the other's lock");
+  assert.ok(run.holders >= 2, `the page and the worker both asked for the lock (${run.holders} clients seen)`);
+  await until(() => server.received(path).length >= 60, "the 60 tasks are delivered");
+  await sleep(500);
+  assertEachOnce(path, ids);
+  const after = await page.evaluate(async () => ({
+    page: window.app.client.getStatus().pendingCount,
+    worker: (await window.app.askWorker("status")).status.pendingCount,
+  }));
+  assert.deepEqual(after, { page: 0, worker: 0 });
+  await context.close();
+});
+
+test("dedicated worker: the package loads in a module worker and delivers a task, retrying on a timer after a 503", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(`${server.url}/pages/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  const path = "/api/worker/task";
+  server.script(path, [{ status: 503 }]);
+  const name = `worker-${Date.now()}`;
+  const result = await page.evaluate(({ name, url }) => new Promise((resolve, reject) => {
+    const worker = new Worker("/pages/dedicated-worker.js", { type: "module" });
+    worker.onerror = (e) => reject(new Error(`worker error: ${e.message}`));
+    worker.onmessage = (event) => {
+      if (event.data.ready) worker.postMessage({ name, url, retry: { baseDelay: 100, jitter: false } });
+      else resolve(event.data);
+    };
+  }), { name, url: path });
+  assert.equal(result.ok, true, JSON.stringify(result.error));
+  assert.deepEqual(result.scope, { window: false, document: false, indexedDB: true, locks: true });
+  assert.equal(result.complete.id, "worker-task");
+  assert.equal(result.complete.status, 201);
+  assert.deepEqual(result.complete.body.received, { from: "dedicated worker" });
+  assert.equal(result.retries.length, 1, "one retry after the 503");
+  assert.equal(result.retries[0].class, "retryable");
+  assert.equal(result.status.pendingCount, 0);
+  const received = server.received(path);
+  assert.equal(received.length, 2, "503 then 201");
+  assert.ok(received[0].headers["idempotency-key"], "an Idempotency-Key is sent");
+  assert.equal(received[0].headers["idempotency-key"], received[1].headers["idempotency-key"],
+    "the retry reuses the Idempotency-Key");
+  // The worker's database is the page's too: visible to the page, and empty.
+  const databases = await page.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+  assert.ok(databases.includes(`tidesync:${name}`), `IndexedDB has tidesync:${name}: ${databases}`);
+  await context.close();
+});
