@@ -13,6 +13,7 @@
 //!   nothing else: no shared memory, no polling of IndexedDB.
 
 use crate::api::client::Inner;
+use crate::api::log::LogLevel;
 use crate::engine::events::{Event, Health, Metrics, Status, TaskState};
 use crate::engine::outbox::FlushReport;
 use crate::engine::ports::Clock;
@@ -56,8 +57,10 @@ pub fn performance_now() -> f64 {
 /// - `detail`: a plain object of counts (e.g. `{records: 12, batches: 1}`);
 ///   it is copied, not modified. Anything else is replaced by `{client}`.
 ///
-/// Never fails: where `performance` is missing it does nothing. The end of a
-/// phase also refreshes the client's inspector snapshot (throttled).
+/// Never fails: where `performance` is missing it records nothing. The end
+/// of a phase is also logged (`[tidesync:<name>] push {…}` at `info`; an
+/// idle flush at `debug`) and refreshes the client's inspector snapshot
+/// (throttled; at once for a flush).
 pub fn measure_phase(name: &str, start: f64, client: &str, detail: &JsValue) {
     let copy = Object::new();
     if detail.is_object() {
@@ -66,8 +69,25 @@ pub fn measure_phase(name: &str, start: f64, client: &str, detail: &JsValue) {
         }
     }
     let _ = Reflect::set(&copy, &"client".into(), &JsValue::from_str(client));
-    record_measure(name, start, &copy.into());
+    let detail: JsValue = copy.into();
+    record_measure(name, start, &detail);
     if let Some(inspector) = inspector(client) {
+        if let Some(inner) = inspector.inner.upgrade() {
+            // `[tidesync:<name>] flush {client, sent, …}`: at info when the
+            // phase did something, at debug for an idle flush.
+            let idle = name == "tidesync:flush"
+                && Reflect::get(&detail, &"sent".into())
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    == Some(0.0);
+            let level = if idle {
+                LogLevel::Debug
+            } else {
+                LogLevel::Info
+            };
+            let phase = name.strip_prefix("tidesync:").unwrap_or(name);
+            inner.events.logger().log(level, phase, Some(&detail));
+        }
         if name == "tidesync:flush" {
             inspector.post_now();
         } else {
@@ -248,7 +268,7 @@ pub(crate) fn unregister_client(name: &str) {
             instance: &inspector.instance,
             at: to_iso(js_sys::Date::now()),
         }) {
-            let _ = inspector.channel.post_message(&message);
+            inspector.send(&message);
         }
         inspector.shut();
     }
@@ -273,7 +293,9 @@ struct Inspector {
     /// Tells apart two contexts (a page and its worker) with the same client.
     instance: String,
     inner: Weak<Inner>,
-    channel: BroadcastChannel,
+    /// `None` where the scope has no BroadcastChannel: no live inspector,
+    /// but the phase logs still find their client here.
+    channel: Option<BroadcastChannel>,
     on_message: RefCell<Option<MessageListener>>,
     pending: Cell<bool>,
     last_post: Cell<f64>,
@@ -283,10 +305,7 @@ struct Inspector {
 }
 
 fn open_inspector(inner: &Rc<Inner>) {
-    let channel_name = format!("tidesync:{}", inner.name());
-    let Ok(channel) = BroadcastChannel::new(&channel_name) else {
-        return; // no BroadcastChannel in this scope: no live inspector
-    };
+    let channel = BroadcastChannel::new(&format!("tidesync:{}", inner.name())).ok();
     let inspector = Rc::new(Inspector {
         name: inner.name().to_owned(),
         instance: inner.outbox().clock().unique_id(),
@@ -305,10 +324,10 @@ fn open_inspector(inner: &Rc<Inner>) {
             inspector.on_message(event.data());
         }
     });
-    inspector
-        .channel
-        .set_onmessage(Some(listener.as_ref().unchecked_ref()));
-    *inspector.on_message.borrow_mut() = Some(listener);
+    if let Some(channel) = &inspector.channel {
+        channel.set_onmessage(Some(listener.as_ref().unchecked_ref()));
+        *inspector.on_message.borrow_mut() = Some(listener);
+    }
     let previous = INSPECTORS.with(|all| {
         all.borrow_mut()
             .insert(inspector.name.clone(), inspector.clone())
@@ -405,15 +424,23 @@ impl Inspector {
         if self.shut.replace(true) {
             return;
         }
-        self.channel.set_onmessage(None);
-        self.channel.close();
+        if let Some(channel) = &self.channel {
+            channel.set_onmessage(None);
+            channel.close();
+        }
         self.on_message.borrow_mut().take();
+    }
+
+    fn send(&self, message: &JsValue) {
+        if let (Some(channel), false) = (&self.channel, self.shut.get()) {
+            let _ = channel.post_message(message);
+        }
     }
 
     /// A snapshot after at most [`THROTTLE_MS`] since the previous one;
     /// changes in the meantime fold into it.
     fn schedule(self: &Rc<Self>) {
-        if self.shut.get() || self.pending.replace(true) {
+        if self.channel.is_none() || self.shut.get() || self.pending.replace(true) {
             return;
         }
         let wait =
@@ -434,7 +461,7 @@ impl Inspector {
     }
 
     async fn post(&self) {
-        if self.shut.get() {
+        if self.channel.is_none() || self.shut.get() {
             return;
         }
         let Some(snapshot) = self.snapshot().await else {
@@ -444,7 +471,7 @@ impl Inspector {
             return;
         }
         self.last_post.set(js_sys::Date::now());
-        let _ = self.channel.post_message(&snapshot);
+        self.send(&snapshot);
     }
 
     async fn failed_tasks(&self, inner: &Inner, expected: usize) -> Vec<FailedTask> {
@@ -597,9 +624,7 @@ impl Inspector {
             ok,
             error,
         }) {
-            if !self.shut.get() {
-                let _ = self.channel.post_message(&answer);
-            }
+            self.send(&answer);
         }
         self.post().await;
     }

@@ -248,7 +248,7 @@ test("globalThis.__TIDESYNC__ lists open clients for the console and forgets clo
   await context.close();
 });
 
-test("logLevel 'debug' logs [tidesync:<name>] lines with objects; 'silent' logs nothing", async () => {
+test("logLevel 'debug' logs [tidesync:<name>] lines with objects, 'info' only flush summaries, 'silent' nothing", async () => {
   const context = await browser.newContext();
   const verbose = [];
   const debugName = `log-debug-${Date.now()}`;
@@ -266,6 +266,22 @@ test("logLevel 'debug' logs [tidesync:<name>] lines with objects; 'silent' logs 
   assert.equal(typeof detail, "object", "the task is passed as an object, not flattened into the text");
   assert.equal(detail.id, "logged");
   assert.equal(detail.request.url, "/api/dt-log/ok");
+
+  // At info: one line per flush that sent something, with its counts; no debug lines.
+  const informative = [];
+  const infoName = `log-info-${Date.now()}`;
+  const info = await openHarness(context, { name: infoName, logLevel: "info" }, informative);
+  await info.evaluate(() => window.client.register("counted", { url: "/api/dt-log/ok", data: { n: 2 } }));
+  await waitInPage(info, () => window.eventsNamed("sync:complete").length === 1);
+  await info.waitForTimeout(100);
+  const infoLines = informative.filter((m) => m.text().startsWith(`[tidesync:${infoName}]`));
+  assert.deepEqual([...new Set(infoLines.map((m) => m.type()))], ["info"], "nothing below info");
+  const flushLine = infoLines.find((m) => m.text().startsWith(`[tidesync:${infoName}] flush`));
+  assert.ok(flushLine, `a flush summary among: ${infoLines.map((m) => m.text()).join(" | ")}`);
+  const summary = await flushLine.args()[1].jsonValue();
+  assert.equal(summary.client, infoName);
+  assert.equal(summary.sent, 1);
+  assert.equal(summary.completed, 1);
 
   // The same activity plus a failure (a warn at the default level) in silence.
   const quiet = [];
