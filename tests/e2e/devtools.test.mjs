@@ -437,3 +437,39 @@ test("www/inspector.html shows a client from another page and retries/discards i
   await inspector.waitForSelector('#link[data-state="closed"]');
   await context.close();
 });
+
+test("the inspector sees a client living in a worker, next to the page's own instance", async () => {
+  const context = await browser.newContext();
+  const name = `worker-${Date.now()}`;
+  const app = await openHarness(context, { name, logLevel: "silent" });
+  const inspector = await context.newPage();
+  inspector.on("pageerror", (e) => console.error("inspector error:", e.message));
+  await inspector.goto(`${server.url}/inspector.html?name=${encodeURIComponent(name)}`);
+  await inspector.waitForSelector('#link[data-state="live"]');
+
+  await app.evaluate(async (n) => {
+    window.worker = new Worker(`/pages/devtools-worker.mjs?name=${encodeURIComponent(n)}`, { type: "module" });
+    window.workerMessages = [];
+    await new Promise((ok, fail) => {
+      window.worker.onmessage = ({ data }) => { window.workerMessages.push(data); if (data === "ready") ok(); };
+      window.worker.onerror = (e) => fail(new Error(e.message));
+    });
+  }, name);
+  // Two contexts run the same client: the inspector offers both.
+  await waitInPage(inspector, () => document.querySelectorAll("#instance option").length === 2);
+  const scopes = await inspector.$$eval("#instance option", (options) => options.map((o) => o.textContent.split(" ")[0]).sort());
+  assert.deepEqual(scopes, ["window", "worker"]);
+
+  // Work done in the worker shows up when its instance is selected.
+  await app.evaluate(() => new Promise((ok) => {
+    window.worker.addEventListener("message", ({ data }) => data?.registered && ok());
+    window.worker.postMessage({ register: ["from-worker", { url: "/api/dt-worker/ok", data: { where: "worker" } }] });
+  }));
+  const workerInstance = await inspector.$$eval("#instance option", (options) =>
+    options.find((o) => o.textContent.startsWith("worker")).value);
+  await inspector.selectOption("#instance", workerInstance);
+  await waitInPage(inspector, () => document.getElementById("link").textContent === "live · worker"
+    && document.getElementById("completed-count").textContent === "1");
+  assert.deepEqual(server.received("/api/dt-worker/ok").map((r) => r.body), [{ where: "worker" }]);
+  await context.close();
+});
