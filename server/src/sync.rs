@@ -403,6 +403,24 @@ mod tests {
     }
 
     #[test]
+    fn stale_merge_with_changed_fields_takes_only_those() {
+        let mut it = item(
+            Op::Upsert,
+            Some(1),
+            json!({"name": "c", "age": 1, "extra": true}),
+            None,
+        );
+        it.changed_fields = Some(vec!["name".into(), "gone".into()]);
+        let mut e = existing();
+        e.data.insert("gone".into(), json!("x"));
+        let (data, _) = decide(Strategy::Merge, Some(&e), &it, 5).write.unwrap();
+        assert_eq!(data["name"], "c");
+        assert_eq!(data["age"], 40, "unchanged field keeps the server's value");
+        assert!(!data.contains_key("extra"), "not listed as changed");
+        assert!(!data.contains_key("gone"), "listed but absent: removed");
+    }
+
+    #[test]
     fn stale_last_write_wins_compares_times() {
         let e = existing();
         let older = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(500));

@@ -19,6 +19,7 @@ on_both_backends!(
     stale_base_version_client_wins_applies_client_change,
     stale_base_version_last_write_wins_compares_timestamps,
     stale_base_version_merge_keeps_fields_client_did_not_send,
+    stale_merge_with_changed_fields_keeps_server_values_of_other_fields,
     delete_leaves_a_tombstone_that_pull_returns,
     tenant_cannot_read_or_write_another_tenants_rows,
     missing_bad_or_expired_token_is_401,
@@ -234,6 +235,28 @@ async fn stale_base_version_merge_keeps_fields_client_did_not_send(b: Backend) {
     assert_eq!(r["record"]["email"], "a@x");
     assert_eq!(r["record"]["version"], 3);
     assert_eq!(current(&api, "merge", "r").await["email"], "a@x");
+}
+
+async fn stale_merge_with_changed_fields_keeps_server_values_of_other_fields(b: Backend) {
+    let s = Server::start(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    record_at_version_2(&api, "merge", "r").await;
+    // The client edited only `phone`, on a copy from version 1 (name "v1").
+    let mut m = upsert(
+        "b1",
+        "merge",
+        "r",
+        1,
+        json!({"name": "v1", "email": "a@x", "phone": "1"}),
+    );
+    m["changedFields"] = json!(["phone"]);
+    let v = api.push("b", vec![m]).await;
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "conflict");
+    assert_eq!(r["resolution"], "merge");
+    assert_eq!(r["record"]["name"], "server", "{r}");
+    assert_eq!(r["record"]["phone"], "1");
+    assert_eq!(r["record"]["version"], 3);
 }
 
 async fn delete_leaves_a_tombstone_that_pull_returns(b: Backend) {
