@@ -39,4 +39,6 @@ if [ -f scripts/test-server.sh ]; then
 fi
 
 layer "end to end: Playwright in Chromium"
+# The replication tests run the real reference server.
+cargo build --quiet -p tidesync-server
 node --test --test-concurrency=1 tests/e2e/
