@@ -10,6 +10,7 @@ const BINARY = process.env.TIDESYNC_SERVER_BIN ?? "target/debug/tidesync-server"
 const SECRET = "e2e-test-secret";
 
 export async function startTidesyncServer({ strategy = "last-write-wins", entityTypes = ["notes", "end_user", "interactions"] } = {}) {
+  // Serves www/ and pkg/ of this checkout, like `npm start`.
   const dir = mkdtempSync(join(tmpdir(), "tidesync-e2e-"));
   const config = [`default_strategy = "${strategy}"`, ...entityTypes.map((t) => `[entities.${t}]`)].join("\n");
   writeFileSync(join(dir, "tidesync.toml"), config + "\n");
