@@ -1,5 +1,9 @@
-// Writes the npm manifest and README of the built package (pkg/).
-import { readFileSync, writeFileSync } from "node:fs";
+// Writes the npm manifest and README of the built package (pkg/), and makes
+// the generated declarations free of `any`: the raw wasm exports listed in
+// `InitOutput` and tidesync_bg.wasm.d.ts are typed `any` by wasm-bindgen;
+// they are internal (pointers and externrefs), so `unknown` says the truth
+// without opening a hole in an application's type checking.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const outDir = process.argv[2] ?? "pkg";
@@ -26,3 +30,25 @@ const manifest = {
 };
 writeFileSync(join(outDir, "package.json"), JSON.stringify(manifest, null, 2) + "\n");
 writeFileSync(join(outDir, "README.md"), readFileSync("README.md", "utf8"));
+
+/** `any` → `unknown` in the raw wasm export signatures of a declaration file. */
+function withoutAny(text, inside) {
+  const fix = (part) => part.replace(/\bany\b/g, "unknown");
+  if (!inside) return fix(text);
+  const start = text.indexOf(inside);
+  if (start < 0) return text;
+  const end = text.indexOf("\n}", start);
+  return text.slice(0, start) + fix(text.slice(start, end)) + text.slice(end);
+}
+const dts = join(outDir, "tidesync.d.ts");
+// `SyncClient` implements `[Symbol.dispose]` (explicit resource management):
+// reference the lib that declares it, so a consumer's tsc with lib ES2022 and
+// skipLibCheck off still type-checks the package.
+const DISPOSABLE = '/// <reference lib="esnext.disposable" />\n';
+if (existsSync(dts)) {
+  let text = withoutAny(readFileSync(dts, "utf8"), "export interface InitOutput {");
+  if (text.includes("Symbol.dispose") && !text.startsWith(DISPOSABLE)) text = DISPOSABLE + text;
+  writeFileSync(dts, text);
+}
+const wasmDts = join(outDir, "tidesync_bg.wasm.d.ts");
+if (existsSync(wasmDts)) writeFileSync(wasmDts, withoutAny(readFileSync(wasmDts, "utf8")));

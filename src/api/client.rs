@@ -248,7 +248,8 @@ impl SyncClient {
     }
 
     /// Subscribes to an event; returns a function that unsubscribes.
-    #[wasm_bindgen(unchecked_return_type = "() => void")]
+    /// Typed in src/api/typescript.rs (`on<K extends SyncEventName>`).
+    #[wasm_bindgen(skip_typescript)]
     pub fn on(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] event: JsValue,

@@ -13,7 +13,9 @@ export type ConflictStrategy = "server-wins" | "client-wins" | "last-write-wins"
 export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict";
 export type TidesyncErrorCode =
   | "invalid-options" | "invalid-task" | "invalid-event" | "closed"
-  | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete";
+  | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete"
+  | "invalid-record" | "unknown-entity-type" | "replication-not-configured"
+  | "network" | "http" | "auth-required" | "busy";
 /** Every error thrown or rejected by Tidesync. */
 export interface TidesyncError extends Error { name: "TidesyncError"; code: TidesyncErrorCode; }
 
@@ -132,19 +134,48 @@ export interface SyncMetrics {
 export interface SyncHealth { status: "healthy" | "degraded" | "critical"; issues: string[]; recommendations: string[]; }
 
 export interface FlushReport {
-  sent: number; completed: number; failed: number; retried: number; remaining: number; nextAttemptAt?: string | null;
+  sent: number; completed: number; failed: number; retried: number; remaining: number;
+  /** When the next backoff or breaker probe is due (ISO 8601), or null when nothing waits. */
+  nextWakeupAt?: string | null;
 }
 
 export interface RetryInfo { error: TaskError; delay: number; attempt: number; nextAttemptAt: string | null; }
 export interface FailureInfo extends TaskError { reason: string; }
 export interface ProgressInfo { phase: string; done: number; total: number; }
 
+/** A local record as `put`/`get`/`query` return it: the app's fields plus the reserved ones. */
+export interface SyncedRecord {
+  id: string;
+  /** The server version this copy is based on (0: never synced). */
+  version: number;
+  /** ISO 8601. */
+  updatedAt: string;
+  syncStatus: "pending" | "synced" | "conflict" | "rejected";
+  /** Present (true) on a soft-deleted record. */
+  isDeleted?: boolean;
+  /** Why the server rejected the last change (with syncStatus "rejected"). */
+  syncError?: string;
+  [field: string]: JsonValue | undefined;
+}
+
+export interface PullReport { pulled: number; pages: number; conflicts: number; }
+export interface SyncReport { pushed: number; pulled: number; pages: number; conflicts: number; remaining: number; }
+export interface VerifyReport {
+  entityType: string; localCount: number; serverCount: number;
+  localChecksum: string; serverChecksum: string; repaired: number;
+}
+export interface ConflictInfo {
+  entityType: string; id: string; local: JsonValue; remote: JsonValue; resolved: JsonValue;
+  /** "unresolved": the onConflict callback failed; the record waits with syncStatus "conflict". */
+  outcome: "server" | "client" | "merged" | "callback" | "unresolved";
+}
+
 /** Event name → listener signature. */
 export interface SyncEvents {
   "sync:complete": (task: QueuedTask, response: SyncResponse) => void;
   "sync:failed": (task: QueuedTask, error: FailureInfo) => void;
   "sync:retry": (task: QueuedTask, info: RetryInfo) => void;
-  "sync:conflict": (conflict: { entityType: string; id: string; local: JsonValue; remote: JsonValue; outcome: string }) => void;
+  "sync:conflict": (conflict: ConflictInfo) => void;
   "sync:progress": (progress: ProgressInfo) => void;
   "status": (status: SyncStatus) => void;
   "online": () => void;
@@ -152,7 +183,20 @@ export interface SyncEvents {
   "circuit:open": (info: { until: string; cooldown: number }) => void;
   "circuit:close": () => void;
   "auth:required": (info: { status: number | null; taskId: string }) => void;
-  "pull:complete": (info: { pulled: number; pages: number }) => void;
+  "pull:complete": (info: PullReport) => void;
 }
 export type SyncEventName = keyof SyncEvents;
+
+/** Merged into the class `SyncClient` below: `on()` is typed from {@link SyncEvents}. */
+export interface SyncClient {
+  /**
+   * Subscribes to an event; returns a function that unsubscribes.
+   * A listener that throws is logged and does not stop the engine.
+   *
+   * @example
+   * const off = client.on("sync:failed", (task, error) => console.warn(task.id, error.reason));
+   * off();
+   */
+  on<K extends SyncEventName>(event: K, listener: SyncEvents[K]): () => void;
+}
 "#;
