@@ -179,6 +179,7 @@ impl SyncClient {
             inner.ensure_open()?;
             let task = parse_register(&id, &options)?;
             let stored = inner.outbox.register(task).await.map_err(store_error)?;
+            crate::api::devtools::changed(&inner.name);
             if inner.auto_flush && global::navigator_online() {
                 schedule_flush(&inner);
             }

@@ -149,6 +149,14 @@ pub(crate) fn on_event(client: &str, event: &Event) {
     inspector.schedule();
 }
 
+/// The client's state changed without an engine event (a registration,
+/// which emits none while offline): schedules a throttled snapshot.
+pub(crate) fn changed(client: &str) {
+    if let Some(inspector) = inspector(client) {
+        inspector.schedule();
+    }
+}
+
 // ----- the console hook -----
 
 fn hook() -> Option<Map> {
@@ -254,22 +262,7 @@ pub(crate) fn unregister_client(name: &str) {
     }
     let removed = INSPECTORS.with(|all| all.borrow_mut().remove(name));
     if let Some(inspector) = removed {
-        #[derive(Serialize)]
-        struct Closed<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            name: &'a str,
-            instance: &'a str,
-            at: String,
-        }
-        if let Ok(message) = to_js(&Closed {
-            kind: "closed",
-            name,
-            instance: &inspector.instance,
-            at: to_iso(js_sys::Date::now()),
-        }) {
-            inspector.send(&message);
-        }
+        inspector.send_closed("close");
         inspector.shut();
     }
 }
@@ -285,6 +278,7 @@ fn inspector(client: &str) -> Option<Rc<Inspector>> {
 }
 
 type MessageListener = Closure<dyn FnMut(MessageEvent)>;
+type PageListener = (&'static str, Closure<dyn FnMut(JsValue)>);
 
 /// One client's channel: throttling state and a cache of its dead letters
 /// (re-read from IndexedDB only when their count changes or a task fails).
@@ -297,6 +291,9 @@ struct Inspector {
     /// but the phase logs still find their client here.
     channel: Option<BroadcastChannel>,
     on_message: RefCell<Option<MessageListener>>,
+    /// `pagehide`/`pageshow` on a window: the inspector learns that the
+    /// page went away (or came back from the back/forward cache).
+    page_listeners: RefCell<Vec<PageListener>>,
     pending: Cell<bool>,
     last_post: Cell<f64>,
     seq: Cell<u64>,
@@ -312,6 +309,7 @@ fn open_inspector(inner: &Rc<Inner>) {
         inner: Rc::downgrade(inner),
         channel,
         on_message: RefCell::new(None),
+        page_listeners: RefCell::new(Vec::new()),
         pending: Cell::new(false),
         last_post: Cell::new(0.0),
         seq: Cell::new(0),
@@ -327,6 +325,9 @@ fn open_inspector(inner: &Rc<Inner>) {
     if let Some(channel) = &inspector.channel {
         channel.set_onmessage(Some(listener.as_ref().unchecked_ref()));
         *inspector.on_message.borrow_mut() = Some(listener);
+        if global::is_window() {
+            listen_to_page(&inspector);
+        }
     }
     let previous = INSPECTORS.with(|all| {
         all.borrow_mut()
@@ -336,6 +337,32 @@ fn open_inspector(inner: &Rc<Inner>) {
         previous.shut();
     }
     inspector.post_now();
+}
+
+fn listen_to_page(inspector: &Rc<Inspector>) {
+    let target = global::global();
+    for name in ["pagehide", "pageshow"] {
+        let weak = Rc::downgrade(inspector);
+        let listener = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let Some(inspector) = weak.upgrade() else {
+                return;
+            };
+            if name == "pagehide" {
+                inspector.send_closed("pagehide");
+            } else if global::prop(&event, "persisted").as_bool() == Some(true) {
+                inspector.post_now(); // back from the back/forward cache
+            }
+        });
+        if global::call(
+            &target,
+            "addEventListener",
+            &[JsValue::from_str(name), listener.as_ref().clone()],
+        )
+        .is_ok()
+        {
+            inspector.page_listeners.borrow_mut().push((name, listener));
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -429,6 +456,37 @@ impl Inspector {
             channel.close();
         }
         self.on_message.borrow_mut().take();
+        let target = global::global();
+        for (name, listener) in self.page_listeners.borrow_mut().drain(..) {
+            let _ = global::call(
+                &target,
+                "removeEventListener",
+                &[JsValue::from_str(name), listener.as_ref().clone()],
+            );
+        }
+    }
+
+    /// `{type: "closed", name, instance, reason, at}`: the client was closed
+    /// (`reason: "close"`) or its page is going away (`"pagehide"`).
+    fn send_closed(&self, reason: &str) {
+        #[derive(Serialize)]
+        struct Closed<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            name: &'a str,
+            instance: &'a str,
+            reason: &'a str,
+            at: String,
+        }
+        if let Ok(message) = to_js(&Closed {
+            kind: "closed",
+            name: &self.name,
+            instance: &self.instance,
+            reason,
+            at: to_iso(js_sys::Date::now()),
+        }) {
+            self.send(&message);
+        }
     }
 
     fn send(&self, message: &JsValue) {

@@ -473,3 +473,38 @@ test("the inspector sees a client living in a worker, next to the page's own ins
   assert.deepEqual(server.received("/api/dt-worker/ok").map((r) => r.body), [{ where: "worker" }]);
   await context.close();
 });
+
+test("the inspector notices the app page leaving and follows the client into the reloaded page", async () => {
+  const context = await browser.newContext();
+  const name = `reload-insp-${Date.now()}`;
+  // The endpoint is unreachable (network error) until `reachable`: the task stays queued, retried every 300 ms.
+  const options = { name, logLevel: "silent", retry: { baseDelay: 300, maxDelay: 300, jitter: false },
+                    circuitBreaker: { failureThreshold: 100000 } };
+  let reachable = false;
+  const app = await openHarness(context, options);
+  await app.route("**/api/dt-reload/**", (route) => (reachable ? route.continue() : route.abort("internetdisconnected")));
+  const inspector = await context.newPage();
+  await inspector.goto(`${server.url}/inspector.html?name=${encodeURIComponent(name)}`);
+  await inspector.waitForSelector('#link[data-state="live"]');
+  await app.evaluate(() => window.client.register("survivor", { url: "/api/dt-reload/ok", data: {} }));
+  const waiting = () => document.querySelector('tr[data-id="survivor"]') !== null
+    && Number(document.getElementById("queued-count").textContent) + Number(document.getElementById("inflight-count").textContent) === 1;
+  await waitInPage(inspector, waiting);
+
+  await app.goto("about:blank"); // pagehide, without close()
+  await inspector.waitForSelector('#link[data-state="closed"]');
+
+  await app.goto(`${server.url}/pages/harness.html`);
+  await app.waitForFunction(() => window.harnessReady === true);
+  await app.evaluate((o) => window.openClient(o), options);
+  await inspector.waitForSelector('#link[data-state="live"]');
+  await waitInPage(inspector, waiting);
+  assert.equal(await inspector.$eval("#instance", (select) => select.hidden), true, "the old instance is dropped");
+  assert.equal(await inspector.$$eval("#instance option", (o) => o.length), 1);
+
+  reachable = true;
+  await waitInPage(inspector, () => document.getElementById("queued-count").textContent === "0"
+    && document.getElementById("completed-count").textContent === "1");
+  assert.equal(server.received("/api/dt-reload/ok").length, 1);
+  await context.close();
+});
