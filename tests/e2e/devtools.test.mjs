@@ -4,11 +4,9 @@
 // through BroadcastChannel alone. Screenshots go to docs/img/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, existsSync, statSync, mkdtempSync, rmSync } from "node:fs";
-import { spawn, spawnSync } from "node:child_process";
-import { tmpdir, homedir } from "node:os";
-import { join } from "node:path";
+import { mkdirSync } from "node:fs";
 import { startTestServer } from "./support/server.mjs";
+import { startTidesyncServer } from "./support/tidesync-server.mjs";
 import { launchBrowser, waitInPage } from "./support/browser.mjs";
 
 let server, browser;
@@ -125,51 +123,8 @@ test("performance.measure('tidesync:flush') entries carry the flush's task count
   await context.close();
 });
 
-/** The reference server binary: $TIDESYNC_SERVER_BIN, else the newest build, else a fresh debug build. */
-function serverBinary() {
-  if (process.env.TIDESYNC_SERVER_BIN) return process.env.TIDESYNC_SERVER_BIN;
-  const candidates = ["target/release", "target/debug", "target/server-dev/debug"]
-    .map((dir) => join(dir, "tidesync-server")).filter((file) => existsSync(file))
-    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  if (candidates.length) return candidates[0];
-  const build = spawnSync("cargo", ["build", "--quiet", "-p", "tidesync-server"], {
-    stdio: "inherit", env: { ...process.env, PATH: `${homedir()}/.cargo/bin:${process.env.PATH}` },
-  });
-  assert.equal(build.status, 0, "cargo build -p tidesync-server");
-  return "target/debug/tidesync-server";
-}
-
-/** Starts tidesync-server on a free port over a throwaway SQLite file, serving www/ and pkg/. */
-async function startReferenceServer() {
-  const dir = mkdtempSync(join(tmpdir(), "tidesync-devtools-"));
-  const child = spawn(serverBinary(), ["--bind", "127.0.0.1:0", "--db", `sqlite://${join(dir, "server.db")}`,
-    "--www", "www", "--pkg", "pkg"], { stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  const url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`tidesync-server did not start:\n${output}`)), 20000);
-    const read = (chunk) => {
-      output += chunk;
-      const found = output.match(/listening on (http:\/\/\S+)/);
-      if (found) { clearTimeout(timer); ok(found[1]); }
-    };
-    child.stdout.on("data", read);
-    child.stderr.on("data", read);
-    child.on("exit", (code) => fail(new Error(`tidesync-server exited (${code}):\n${output}`)));
-  });
-  const token = output.match(/dev token[^:]*: (\S+)/)?.[1];
-  assert.ok(token, "dev mode prints a token");
-  return {
-    url, token,
-    close: async () => {
-      child.kill("SIGTERM");
-      await new Promise((ok) => (child.exitCode !== null ? ok() : child.once("exit", ok)));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 test("replication cycles appear as tidesync:push and tidesync:pull measures with counts (reference server)", async () => {
-  const reference = await startReferenceServer();
+  const reference = await startTidesyncServer({ entityTypes: ["end_user"] });
   const context = await browser.newContext();
   try {
     const page = await context.newPage();
@@ -191,7 +146,7 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
       const result = { report, push: entries("tidesync:push"), pull: entries("tidesync:pull") };
       await client.close();
       return result;
-    }, { name, token: reference.token });
+    }, { name, token: reference.token("devtools") });
     assert.ok(seen.report.pulled >= 1, `the records come back on pull: ${JSON.stringify(seen.report)}`);
     assert.ok(seen.push.length >= 1, "a push measure");
     assert.ok(seen.pull.length >= 1, "a pull measure");
