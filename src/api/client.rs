@@ -5,7 +5,7 @@
 use crate::api::error::{tidesync_error, ApiError};
 use crate::api::events::{JsEvents, EVENT_NAMES};
 use crate::api::log::Logger;
-use crate::api::options::{parse_client_options, parse_register};
+use crate::api::options::{encode_body, parse_client_options, parse_register};
 use crate::engine::outbox::{FlushReport, Outbox};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
 use crate::engine::replication::replicator::ReplicaPorts;
@@ -177,6 +177,7 @@ impl SyncClient {
         let inner = self.inner.clone();
         future_to_promise(async move {
             inner.ensure_open()?;
+            let options = encode_body(&options).await?;
             let task = parse_register(&id, &options)?;
             let stored = inner.outbox.register(task).await.map_err(store_error)?;
             crate::api::devtools::changed(&inner.name);

@@ -319,18 +319,23 @@ pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError
         invalid_task("`url` is required: the URL to send, e.g. \"/api/items\"".into())
     })?;
     let data = r.get("data");
-    let text_body = r.string("body")?;
-    if data.is_some() && text_body.is_some() {
+    let raw_body = r.get("body");
+    if data.is_some() && raw_body.is_some() {
         return Err(invalid_task(
-            "give either `data` (JSON) or `body` (text), not both".into(),
+            "give either `data` (JSON) or `body` (text or bytes), not both".into(),
         ));
     }
-    let body = match (data, text_body) {
+    let body = match (data, raw_body) {
         (Some(data), _) => Some(Body::Json(
             serde_wasm_bindgen::from_value::<serde_json::Value>(data)
                 .map_err(|e| invalid_task(format!("`data` must be JSON-serializable (plain objects, arrays, strings, numbers, booleans, null): {e}")))?,
         )),
-        (None, Some(text)) => Some(Body::Text(text)),
+        (None, Some(body)) => Some(match body.as_string() {
+            Some(text) => Body::Text(text),
+            None => Body::Bytes(bytes_of(&body).ok_or_else(|| {
+                invalid_task("`body` must be a string, an ArrayBuffer, a typed array, a Blob, FormData or URLSearchParams".into())
+            })?),
+        }),
         (None, None) => None,
     };
     let method = r
@@ -372,4 +377,82 @@ pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError
         },
         retry_on_failure: r.boolean("retryOnFailure")?.unwrap_or(true),
     })
+}
+
+/// The bytes of an `ArrayBuffer` or an `ArrayBufferView` (typed array,
+/// `DataView`); `None` for anything else.
+fn bytes_of(value: &JsValue) -> Option<Vec<u8>> {
+    if let Some(buffer) = value.dyn_ref::<js_sys::ArrayBuffer>() {
+        return Some(js_sys::Uint8Array::new(buffer).to_vec());
+    }
+    if js_sys::ArrayBuffer::is_view(value) {
+        let buffer = Reflect::get(value, &"buffer".into()).ok()?;
+        let offset = Reflect::get(value, &"byteOffset".into()).ok()?.as_f64()? as u32;
+        let length = Reflect::get(value, &"byteLength".into()).ok()?.as_f64()? as u32;
+        return Some(
+            js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, offset, length).to_vec(),
+        );
+    }
+    None
+}
+
+/// Encodes a `Blob`, `File`, `FormData` or `URLSearchParams` body into bytes
+/// and the content type fetch would send (a multipart boundary included),
+/// so it can be stored and replayed byte for byte. Other options pass
+/// through unchanged.
+pub async fn encode_body(options: &JsValue) -> Result<JsValue, ApiError> {
+    if !options.is_object() {
+        return Ok(options.clone());
+    }
+    let body = Reflect::get(options, &"body".into()).unwrap_or(JsValue::UNDEFINED);
+    let constructor = Reflect::get(&body, &"constructor".into())
+        .ok()
+        .and_then(|c| Reflect::get(&c, &"name".into()).ok())
+        .and_then(|n| n.as_string())
+        .unwrap_or_default();
+    if !body.is_object()
+        || !["Blob", "File", "FormData", "URLSearchParams"].contains(&constructor.as_str())
+    {
+        return Ok(options.clone());
+    }
+    let failed =
+        |what: &str| invalid_task(format!("`body` ({constructor}) could not be read: {what}"));
+    let response_class: Function = crate::platform::global::get("Response")
+        .dyn_into()
+        .map_err(|_| failed("this scope has no Response"))?;
+    let args = js_sys::Array::of1(&body);
+    let response = Reflect::construct(&response_class, &args)
+        .map_err(|_| failed("new Response(body) threw"))?;
+    let headers = Reflect::get(&response, &"headers".into()).unwrap_or(JsValue::UNDEFINED);
+    let content_type =
+        crate::platform::global::call(&headers, "get", &[JsValue::from_str("content-type")])
+            .ok()
+            .and_then(|v| v.as_string());
+    let buffer = crate::platform::global::call(&response, "arrayBuffer", &[])
+        .map_err(|_| failed("arrayBuffer()"))?;
+    let buffer = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(buffer))
+        .await
+        .map_err(|_| failed("reading its bytes"))?;
+    let copy = Object::assign(&Object::new(), options.unchecked_ref::<Object>());
+    let _ = Reflect::set(&copy, &"body".into(), &js_sys::Uint8Array::new(&buffer));
+    if let Some(content_type) = content_type {
+        let original = Reflect::get(options, &"headers".into()).unwrap_or(JsValue::UNDEFINED);
+        let headers = Object::new();
+        if original.is_object() {
+            Object::assign(&headers, original.unchecked_ref::<Object>());
+        }
+        let has_type = Object::keys(&headers).iter().any(|k| {
+            k.as_string()
+                .is_some_and(|k| k.eq_ignore_ascii_case("content-type"))
+        });
+        if !has_type {
+            let _ = Reflect::set(
+                &headers,
+                &"Content-Type".into(),
+                &JsValue::from_str(&content_type),
+            );
+        }
+        let _ = Reflect::set(&copy, &"headers".into(), &headers);
+    }
+    Ok(copy.into())
 }

@@ -77,7 +77,9 @@ export interface RegisterOptions {
   /** A JSON body (sent with Content-Type: application/json). */
   data?: JsonValue;
   /** A text body. */
-  body?: string;
+  /** A text or binary body: Blob and File are sent as they are, FormData as multipart
+   *  (its boundary in Content-Type), URLSearchParams as a form; all stored byte for byte. */
+  body?: string | ArrayBuffer | ArrayBufferView | Blob | FormData | URLSearchParams;
   headers?: Record<string, string>;
   priority?: Priority;
   /** Tasks sharing a key run strictly one after another. */
@@ -95,7 +97,7 @@ export interface QueuedTask {
   seq: number;
   orderingKey?: string;
   request: { url: string; method: string; headers: Record<string, string>;
-             body?: { type: "json"; value: JsonValue } | { type: "text"; value: string } };
+             body?: { type: "json"; value: JsonValue } | { type: "text"; value: string } | { type: "bytes"; value: Uint8Array } };
   revision: number;
   idempotencyKey: string;
   retryOnFailure: boolean;

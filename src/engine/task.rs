@@ -59,6 +59,9 @@ pub enum TaskKind {
 pub enum Body {
     Json(serde_json::Value),
     Text(String),
+    /// Binary bodies (files, `FormData` encoded as multipart, …), stored as
+    /// a `Uint8Array` in IndexedDB, byte for byte.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// An HTTP request to replay.

@@ -50,6 +50,7 @@ impl Transport for HttpTransport {
                 builder.body(text)
             }
             Some(Body::Text(text)) => builder.body(text.as_str()),
+            Some(Body::Bytes(bytes)) => builder.body(js_sys::Uint8Array::from(bytes.as_slice())),
             None => builder.build(),
         }
         .map_err(|e| TransportError::Network(format!("cannot build the request: {e}")))?;

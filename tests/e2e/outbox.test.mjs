@@ -71,6 +71,22 @@ test("300 tasks registered offline survive a reload and reach the server exactly
   await context.close();
 });
 
+test("going online replays the queue by itself, without a reload, a flush() or a worker restart", async () => {
+  const context = await browser.newContext();
+  const page = await openHarness(context, { name: `reconnect-${Date.now()}`, logLevel: "silent" });
+  await context.setOffline(true);
+  await page.evaluate(() => window.client.register("while-offline", { url: "/api/collect/reconnect", data: { n: 1 } }));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(server.received("/api/collect/reconnect").length, 0);
+  const back = Date.now();
+  await context.setOffline(false);
+  await waitInPage(page, () => window.eventsNamed("sync:complete").length === 1);
+  const delivered = server.received("/api/collect/reconnect")[0].at;
+  console.log(`# reconnection to first delivery: ${delivered - back} ms`);
+  assert.ok(delivered >= back);
+  await context.close();
+});
+
 test("503 twice then 200 is retried with growing delays, then completes", async () => {
   const context = await browser.newContext();
   server.script("/api/flaky", [{ status: 503 }, { status: 503 }]);
@@ -122,6 +138,37 @@ test("a 401 pauses with auth:required and resumes after setToken", async () => {
   const sent = server.received("/api/auth/save");
   assert.equal(sent.at(-1).headers.authorization, "Bearer good");
   assert.equal(await countEvents(page, "auth:required"), 1, "no 401 loop");
+  await context.close();
+});
+
+test("binary, Blob and FormData bodies are stored and replayed byte for byte, across a reload", async () => {
+  const context = await browser.newContext();
+  const options = { name: `bytes-${Date.now()}`, logLevel: "silent" };
+  let page = await openHarness(context, options);
+  await context.setOffline(true);
+  await page.evaluate(async () => {
+    const bytes = new Uint8Array(256).map((_, i) => 255 - i);
+    await window.client.register("bytes", { url: "/api/collect/bytes/raw", body: bytes, headers: { "Content-Type": "application/octet-stream" } });
+    await window.client.register("blob", { url: "/api/collect/bytes/blob", body: new Blob(["hello ", "blob"], { type: "text/x-greeting" }) });
+    const form = new FormData();
+    form.append("caption", "a photo");
+    form.append("file", new Blob([new Uint8Array([0, 1, 2, 3, 254, 255])], { type: "image/png" }), "photo.png");
+    await window.client.register("form", { url: "/api/collect/bytes/form", body: form });
+  });
+  await page.goto("about:blank");
+  await context.setOffline(false);
+  page = await openHarness(context, options);
+  await waitInPage(page, () => window.eventsNamed("sync:complete").length === 3);
+  const [raw] = server.received("/api/collect/bytes/raw");
+  assert.deepEqual([...raw.raw], Array.from({ length: 256 }, (_, i) => 255 - i));
+  assert.equal(raw.headers["content-type"], "application/octet-stream");
+  const [blob] = server.received("/api/collect/bytes/blob");
+  assert.equal(blob.raw.toString(), "hello blob");
+  assert.equal(blob.headers["content-type"], "text/x-greeting");
+  const [form] = server.received("/api/collect/bytes/form");
+  assert.match(form.headers["content-type"], /^multipart\/form-data; boundary=/);
+  assert.ok(form.raw.includes(Buffer.from([0, 1, 2, 3, 254, 255])), "the file's bytes are intact");
+  assert.match(form.raw.toString("latin1"), /name="caption"\r\n\r\na photo/);
   await context.close();
 });
 

@@ -36,11 +36,13 @@ export async function startTestServer() {
       res.writeHead(404).end("not found");
       return;
     }
-    let body = "";
-    for await (const chunk of req) body += chunk;
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const raw = Buffer.concat(chunks);
+    const body = raw.toString("utf8");
     let parsed = body;
     try { parsed = body ? JSON.parse(body) : null; } catch { /* text body */ }
-    requests.push({ path, method: req.method, headers: req.headers, body: parsed, at: Date.now() });
+    requests.push({ path, method: req.method, headers: req.headers, body: parsed, raw, at: Date.now() });
 
     if (path.startsWith("/api/auth/")) {
       if (req.headers.authorization !== `Bearer ${acceptedToken}`) {
