@@ -105,6 +105,33 @@ test("service worker: tasks queued offline are delivered by the worker's sync ev
   await context.close();
 });
 
+test("service worker: a 503 during the sync event is retried on the worker's own backoff timer, no page open", async () => {
+  const context = await browser.newContext();
+  const path = "/api/sw/retry";
+  server.script(path, [{ status: 503, headers: { "retry-after": "1" } }]); // retry in 1 s
+  const page = await openExample(context, path);
+  const { blank, cdp, registrationId } = await serviceWorkerSession(context);
+  await context.setOffline(true);
+  await page.evaluate((url) => window.app.client.register("retry-1", { url, data: { id: "retry-1" } }), path);
+  await page.close();
+  await context.setOffline(false);
+  await sleep(500);
+  assert.equal(server.received(path).length, 0);
+
+  const started = Date.now();
+  await cdp.send("ServiceWorker.dispatchSyncEvent", { origin: server.url, registrationId, tag: "tidesync", lastChance: false });
+  await until(() => server.received(path).length >= 2, "503, then the retry from the worker's timer", 30000);
+  const [first, second] = server.received(path);
+  assert.equal(first.headers["idempotency-key"], second.headers["idempotency-key"], "the retry is the same task");
+  assert.ok(second.at - first.at >= 900, `the retry waited for the 1 s timer (${second.at - first.at} ms)`);
+  assert.ok(Date.now() - started < 30000);
+  assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "no page of the app open");
+  await sleep(300);
+  assert.equal(server.received(path).length, 2, "delivered once after the retry");
+  await blank.close();
+  await context.close();
+});
+
 test("service worker: requestBackgroundSync() registers the tag offline and Chromium fires sync itself when the network returns, page closed", async () => {
   const context = await browser.newContext();
   const path = "/api/sw/background";
