@@ -76,7 +76,6 @@ export interface RegisterOptions {
   method?: string;
   /** A JSON body (sent with Content-Type: application/json). */
   data?: JsonValue;
-  /** A text body. */
   /** A text or binary body: Blob and File are sent as they are, FormData as multipart
    *  (its boundary in Content-Type), URLSearchParams as a form; all stored byte for byte. */
   body?: string | ArrayBuffer | ArrayBufferView | Blob | FormData | URLSearchParams;
