@@ -101,7 +101,7 @@ test("IndexedDB holds plain objects with ISO dates, readable in DevTools → App
   await context.close();
 });
 
-test("performance.measure('tidesync:flush') entries carry the flush's task counts", async () => {
+test("performance.measure('tidesync:flush') entries carry the flush's task counts and show in a performance trace", async () => {
   const context = await browser.newContext();
   const name = `perf-${Date.now()}`;
   server.script("/api/dt-perf/bad", [{ status: 422 }]);
@@ -111,8 +111,14 @@ test("performance.measure('tidesync:flush') entries carry the flush's task count
     window.client.register("b", { url: "/api/dt-perf/ok", data: { n: 2 } }),
     window.client.register("c", { url: "/api/dt-perf/bad", data: { n: 3 } }),
   ]));
+  // Record a trace as the Performance panel does: user timings land in it.
+  await browser.startTracing(page, { categories: ["blink.user_timing"] });
   const report = await page.evaluate(() => window.client.flush());
+  const trace = JSON.parse((await browser.stopTracing()).toString());
   assert.equal(report.sent, 3);
+  const traced = trace.traceEvents.filter((e) => e.name === "tidesync:flush");
+  assert.ok(traced.length >= 1, "the flush is in the trace the Performance panel shows");
+  assert.ok(traced.every((e) => e.cat.includes("blink.user_timing")));
   const entries = await page.evaluate(() => performance.getEntriesByName("tidesync:flush").map((e) =>
     ({ entryType: e.entryType, duration: e.duration, startTime: e.startTime, detail: e.detail })));
   assert.ok(entries.length >= 1, "a measure per flush");
@@ -131,6 +137,7 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
     page.on("pageerror", (e) => console.error("page error:", e.message));
     await page.goto(`${reference.url}/healthz`); // any page of the server's origin
     const name = `perf-sync-${Date.now()}`;
+    await browser.startTracing(page, { categories: ["blink.user_timing"] });
     const seen = await page.evaluate(async ({ name, token }) => {
       const tidesync = await import("/pkg/tidesync.js");
       await tidesync.default();
@@ -147,6 +154,9 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
       await client.close();
       return result;
     }, { name, token: reference.token("devtools") });
+    const trace = JSON.parse((await browser.stopTracing()).toString());
+    const traced = new Set(trace.traceEvents.map((e) => e.name).filter((n) => n.startsWith("tidesync:")));
+    assert.deepEqual([...traced].sort(), ["tidesync:flush", "tidesync:pull", "tidesync:push"], "all three in a Performance trace");
     assert.ok(seen.report.pulled >= 1, `the records come back on pull: ${JSON.stringify(seen.report)}`);
     assert.ok(seen.push.length >= 1, "a push measure");
     assert.ok(seen.pull.length >= 1, "a pull measure");
