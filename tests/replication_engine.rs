@@ -930,6 +930,39 @@ fn a_settled_conflict_emits_sync_conflict_with_both_sides_and_the_outcome() {
     assert_eq!(event.outcome, "merged");
 }
 
+#[test]
+fn a_conflict_for_a_change_superseded_in_flight_is_still_settled_by_the_strategy() {
+    let b = bench(Strategy::Merge);
+    diverged(&b, LOCAL_FIRST);
+
+    let edit_during_push = async {
+        while b.transport.sent.borrow().is_empty() {
+            YieldOnce::new().await;
+        }
+        let fields = object(json!({"title": "mine 2", "done": false}));
+        let (_, task) = b
+            .replicator
+            .put("task", Some("t1".into()), fields)
+            .await
+            .unwrap();
+        b.outbox.adopt(task);
+    };
+    let (flushed, ()) = block_on(join(b.outbox.flush(), edit_during_push));
+    flushed.unwrap();
+
+    // The newer change must meet the other device's `done: true` as a
+    // conflict too, not overwrite it from a base version it never saw.
+    let merged = json!({"title": "mine 2", "done": true});
+    assert_eq!(
+        Value::Object(b.server.borrow().get("task", "t1").data),
+        merged
+    );
+    let t1 = b.record("task", "t1");
+    assert_eq!(data(&t1), merged);
+    assert_eq!(t1.sync_status, RecordStatus::Synced);
+    assert!(b.queued().is_empty());
+}
+
 // ----- coalescing -----
 
 #[test]

@@ -814,10 +814,17 @@ impl<R: ReplicaPorts> Replicator<R> {
                     if let (Some(mut local), Some(remote)) = (local, remote) {
                         if ours {
                             local = remote.into_local(&mutation.entity_type);
-                        } else {
+                            change.records.push(local);
+                        } else if result.status != protocol::MutationStatus::Conflict {
+                            // The superseded change is on the server at this
+                            // version: the newer one builds on it.
                             local.version = local.version.max(remote.version);
+                            change.records.push(local);
                         }
-                        change.records.push(local);
+                        // A superseded change that conflicted was not applied:
+                        // the base version stays, so the newer change meets
+                        // the server's copy as a conflict too and the
+                        // strategy settles it instead of overwriting it.
                     }
                     verdicts.push(MutationVerdict::Done);
                 }
