@@ -59,6 +59,8 @@ export interface SyncClientOptions {
   onConflict?: (local: Record<string, JsonValue>, remote: Record<string, JsonValue>) => Record<string, JsonValue> | Promise<Record<string, JsonValue>>;
   /** Mutations per push (default 500). */
   batchSize?: number;
+  /** Records per pull page (default 1000). */
+  pageSize?: number;
   logLevel?: LogLevel;
   /** Requests in flight at once across ordering keys (default 4). */
   concurrency?: number;
@@ -91,7 +93,8 @@ export interface TaskError { class: ErrorClass; message: string; status?: number
 
 export interface QueuedTask {
   id: string;
-  kind: "request";
+  /** "mutation": a replicated record's change (its request body is the protocol mutation). */
+  kind: "request" | "mutation";
   priority: Priority;
   seq: number;
   orderingKey?: string;
@@ -118,12 +121,13 @@ export interface SyncResponse {
 export interface SyncStatus {
   pendingCount: number; failedCount: number; inFlightCount: number; online: boolean;
   circuit: "closed" | "open" | "half-open"; authRequired: boolean;
-  lastSyncAt: string | null; lastSyncOk: boolean | null; totalSynced: number; isSyncInProgress: boolean;
+  /** Absent until the first flush completes. */
+  lastSyncAt?: string | null; lastSyncOk?: boolean | null; totalSynced: number; isSyncInProgress: boolean;
 }
 
 export interface TaskStatus {
   id: string; state: "pending" | "in-flight" | "complete" | "failed";
-  attempts: number; nextAttemptAt: string | null; lastError: TaskError | null;
+  attempts: number; nextAttemptAt?: string | null; lastError?: TaskError | null;
 }
 
 export interface SyncMetrics {
@@ -140,7 +144,7 @@ export interface FlushReport {
   nextWakeupAt?: string | null;
 }
 
-export interface RetryInfo { error: TaskError; delay: number; attempt: number; nextAttemptAt: string | null; }
+export interface RetryInfo { error: TaskError; delay: number; attempt: number; nextAttemptAt?: string | null; }
 export interface FailureInfo extends TaskError { reason: string; }
 export interface ProgressInfo { phase: string; done: number; total: number; }
 
