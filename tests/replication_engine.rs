@@ -153,6 +153,10 @@ struct FakeServer {
     pull_calls: usize,
     /// Every call fails with a network error.
     down: bool,
+    /// Pushes are applied, but their answers are lost on the way back.
+    lose_push_answers: bool,
+    /// Every result answered, in order: (record id, status).
+    answered: Vec<(String, protocol::MutationStatus)>,
 }
 
 impl FakeServer {
@@ -224,7 +228,13 @@ impl FakeServer {
         };
         let path = request.url.strip_prefix(SERVER).unwrap_or(&request.url);
         let answer = match path {
-            protocol::PUSH_PATH => self.push(serde_json::from_value(body).expect("a push"), now),
+            protocol::PUSH_PATH => {
+                let answer = self.push(serde_json::from_value(body).expect("a push"), now);
+                if self.lose_push_answers {
+                    return Err(TransportError::Network("connection reset".into()));
+                }
+                answer
+            }
             protocol::PULL_PATH => {
                 self.pull_calls += 1;
                 if self.fail_pull_calls.contains(&self.pull_calls) {
@@ -298,6 +308,11 @@ impl FakeServer {
             let record = self.json(&key.0, &key.1);
             results.push(result(protocol::MutationStatus::Applied, Some(record)));
         }
+        self.answered.extend(
+            results
+                .iter()
+                .map(|r| (r.id.clone().unwrap_or_default(), r.status)),
+        );
         serde_json::to_value(protocol::PushResponse {
             success: true,
             data: Vec::new(),
@@ -1384,6 +1399,88 @@ fn verify_deletes_a_synced_local_record_the_server_does_not_have() {
     assert_eq!(reports[0].repaired, 1);
     assert_eq!(b.stored("task", "t3"), None);
     assert_eq!(b.query("task"), ["t1", "t2"]);
+}
+
+#[test]
+fn verify_leaves_an_unsettled_conflict_to_the_app() {
+    let b = bench(Strategy::ServerWins);
+    *b.on_conflict.callback.borrow_mut() = Some(Box::new(|_, _| Err("the app threw".into())));
+    diverged(&b, LOCAL_FIRST);
+    b.pull();
+    b.server_writes(
+        "task",
+        "t1",
+        json!({"title": "theirs", "done": true}),
+        T0 + 9_000.0,
+    );
+
+    block_on(b.replicator.verify()).unwrap();
+
+    let t1 = b.record("task", "t1");
+    assert_eq!(t1.sync_status, RecordStatus::Conflict);
+    assert_eq!(
+        data(&t1),
+        json!({"title": "mine", "done": false}),
+        "local side kept"
+    );
+    assert!(t1.conflict_remote.is_some(), "server side kept");
+}
+
+#[test]
+fn verify_keeps_an_unsettled_conflict_the_server_no_longer_has() {
+    let b = bench(Strategy::ServerWins);
+    *b.on_conflict.callback.borrow_mut() = Some(Box::new(|_, _| Err("the app threw".into())));
+    diverged(&b, LOCAL_FIRST);
+    b.pull();
+    b.server.borrow_mut().purge("task", "t1");
+
+    block_on(b.replicator.verify()).unwrap();
+
+    let t1 = b
+        .stored("task", "t1")
+        .expect("still there for the app to settle");
+    assert_eq!(t1.sync_status, RecordStatus::Conflict);
+}
+
+// ----- lost answers -----
+
+#[test]
+fn a_push_whose_answer_was_lost_is_resent_and_answered_duplicate_moving_the_version_once() {
+    let b = bench(Strategy::ServerWins);
+    b.put("task", "t1", json!({"title": "x"}));
+    b.put("task", "t2", json!({"title": "y"}));
+    b.server.borrow_mut().lose_push_answers = true;
+    b.flush();
+    assert_eq!(b.queued().len(), 2, "both wait for a retry");
+    assert_eq!(b.server.borrow().get("task", "t1").version, 1);
+
+    b.server.borrow_mut().lose_push_answers = false;
+    b.clock.advance(1_000.0);
+    b.flush();
+
+    let pushes = b.pushes();
+    assert_eq!(pushes.len(), 2);
+    let ids = |p: &protocol::PushRequest| -> Vec<String> {
+        p.mutations.iter().map(|m| m.mutation_id.clone()).collect()
+    };
+    assert_eq!(ids(&pushes[0]), ids(&pushes[1]), "the same mutation ids");
+    let answered = b.server.borrow().answered.clone();
+    assert_eq!(
+        answered[2..],
+        [
+            ("t1".to_owned(), protocol::MutationStatus::Duplicate),
+            ("t2".to_owned(), protocol::MutationStatus::Duplicate)
+        ]
+    );
+    for id in ["t1", "t2"] {
+        assert_eq!(b.server.borrow().get("task", id).version, 1, "applied once");
+        let record = b.record("task", id);
+        assert_eq!(
+            (record.version, record.sync_status),
+            (1, RecordStatus::Synced)
+        );
+    }
+    assert!(b.queued().is_empty());
 }
 
 // ----- local writes -----

@@ -611,7 +611,8 @@ impl<R: ReplicaPorts> Replicator<R> {
 
     /// Compares count and checksum per entity type with the server and
     /// repairs what differs by re-reading exactly the missing or stale
-    /// records. Records with unsent local changes are left alone.
+    /// records. Records with unsent local changes or an unsettled
+    /// conflict are left alone.
     pub async fn verify(&self) -> Result<Vec<VerifyReport>, ReplicationError> {
         let body = serde_json::json!({ "entityTypes": self.options.entity_types });
         let json = self.call(protocol::VERIFY_PATH, body).await?;
@@ -681,7 +682,9 @@ impl<R: ReplicaPorts> Replicator<R> {
                 seen.insert(remote.id.clone());
                 let stale = match local_by_id.get(&remote.id) {
                     None => !remote.is_deleted,
-                    Some(local) if local.has_unsent_change() => false,
+                    // Unsent changes, and conflicts waiting for the app:
+                    // never overwritten here (both sides must survive).
+                    Some(local) if is_held(local) => false,
                     Some(local) => {
                         local.version != remote.version || local.is_deleted != remote.is_deleted
                     }
@@ -701,7 +704,7 @@ impl<R: ReplicaPorts> Replicator<R> {
         // Synced local records the server does not know at all.
         let mut change = RecordChange::default();
         for (id, local) in local_by_id.drain() {
-            if !seen.contains(&id) && !local.has_unsent_change() && local.version > 0 {
+            if !seen.contains(&id) && !is_held(&local) && local.version > 0 {
                 repaired += 1;
                 change.delete_records.push((entity_type.to_owned(), id));
             }
@@ -833,6 +836,12 @@ impl<R: ReplicaPorts> Replicator<R> {
         let requeued = self.records.apply(change).await?;
         Ok((verdicts, requeued))
     }
+}
+
+/// A record repair must leave alone: it has a local change the server has
+/// not confirmed, or an unsettled conflict the app must resolve.
+fn is_held(record: &LocalRecord) -> bool {
+    record.has_unsent_change() || record.sync_status == RecordStatus::Conflict
 }
 
 /// Count and checksum of the synced live records, as the server computes
