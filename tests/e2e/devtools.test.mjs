@@ -71,13 +71,20 @@ test("IndexedDB holds plain objects with ISO dates, readable in DevTools → App
     url: "/api/dt-idb/notes", data: { title: "Buy milk", tags: ["home"], count: 2 },
     headers: { "X-Trace": "1" }, priority: "high", orderingKey: "notes",
   }));
+  await page.evaluate(() => window.client.register("upload-1", {
+    url: "/api/dt-idb/upload", body: new Blob([new Uint8Array([1, 2, 3])]), priority: "low",
+  }));
 
   const stores = await readRawDatabase(page, `tidesync:${name}`);
   assert.deepEqual(Object.keys(stores).sort(), ["failed", "meta", "records", "tasks"]);
+  // The one byte array is the binary request body, which is bytes by nature.
   for (const [store, { oddities }] of Object.entries(stores)) {
-    assert.deepEqual(oddities, [], `${store}: no byte arrays, Dates, Maps or class instances`);
+    const expected = store === "tasks" ? ["tasks[1].request.body.value: [object Uint8Array]"] : [];
+    assert.deepEqual(oddities, expected, `${store}: no Dates, Maps, class instances or other byte arrays`);
   }
-  const [task] = stores.tasks.values;
+  const [task, upload] = stores.tasks.values;
+  assert.equal(upload.id, "upload-1");
+  assert.equal(upload.request.body.type, "bytes");
   assert.equal(stores.tasks.keyPath, "id");
   assert.equal(task.id, "note-1");
   assert.equal(task.priority, "high");
@@ -321,8 +328,9 @@ test("www/inspector.html shows a client from another page and retries/discards i
   await app.evaluate(async () => {
     const jobs = [["photo-1", "high"], ["photo-2", "high"], ["photo-3", "high"], ["thumb-1", "normal"],
                   ["thumb-2", "normal"], ["analytics-1", "low"], ["analytics-2", "low"], ["analytics-3", "low"]];
-    await Promise.all(jobs.map(([id, priority]) =>
-      window.client.register(id, { url: "/api/dt-insp/uploads", data: { id }, priority })));
+    await Promise.all(jobs.map(([id, priority]) => window.client.register(id, id === "photo-3"
+      ? { url: "/api/dt-insp/uploads", body: new Blob([new Uint8Array([0xff, 0xd8, 0xff, 0xe0])], { type: "image/jpeg" }), priority }
+      : { url: "/api/dt-insp/uploads", data: { id }, priority })));
   });
   await waitInPage(app, () => window.client.getStatus().inFlightCount === 2);
 
@@ -361,7 +369,8 @@ test("www/inspector.html shows a client from another page and retries/discards i
   assert.match(idbSummary, /failed: 2/);
   const taskValues = await inspector.$eval('#idb-stores [data-store="tasks"]', (card) => card.textContent);
   assert.match(taskValues, /createdAt: "\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"/, "ISO dates");
-  assert.doesNotMatch(taskValues, /⚠/, "no byte arrays or Date objects flagged");
+  assert.doesNotMatch(taskValues, /⚠/, "no Date objects or class instances flagged");
+  assert.match(taskValues, /Uint8Array\(4 bytes\) ff d8 ff e0/, "a binary body shows as its bytes");
   await inspector.setViewportSize({ width: 1280, height: 1200 });
   await inspector.screenshot({ path: "docs/img/indexeddb.png", fullPage: false });
   await inspector.setViewportSize({ width: 1280, height: 900 });
