@@ -1483,6 +1483,55 @@ fn a_push_whose_answer_was_lost_is_resent_and_answered_duplicate_moving_the_vers
     assert!(b.queued().is_empty());
 }
 
+// ----- dead letters sent again -----
+
+#[test]
+fn a_rejected_mutation_retried_by_the_app_and_accepted_syncs_its_record() {
+    let b = bench(Strategy::ServerWins);
+    b.server
+        .borrow_mut()
+        .reject
+        .insert("t1".into(), "quota exceeded".into());
+    b.put("task", "t1", json!({"title": "x"}));
+    b.flush();
+    assert_eq!(b.record("task", "t1").sync_status, RecordStatus::Rejected);
+    b.server.borrow_mut().reject.clear();
+
+    assert!(block_on(b.outbox.retry_failed(&mutation_task_id("task", "t1"))).unwrap());
+    b.flush();
+
+    let t1 = b.record("task", "t1");
+    assert_eq!((t1.version, t1.sync_status), (1, RecordStatus::Synced));
+    assert_eq!(t1.sync_error, None);
+    assert!(b.failed().is_empty());
+}
+
+#[test]
+fn an_old_dead_letter_retried_after_a_newer_edit_leaves_the_record_equal_to_the_server() {
+    let b = bench(Strategy::ServerWins);
+    b.server
+        .borrow_mut()
+        .reject
+        .insert("t1".into(), "title is reserved".into());
+    b.put("task", "t1", json!({"title": "bad"}));
+    b.flush();
+    b.server.borrow_mut().reject.clear();
+    b.put("task", "t1", json!({"title": "good"}));
+    b.flush();
+
+    block_on(b.outbox.retry_failed(&mutation_task_id("task", "t1"))).unwrap();
+    b.flush();
+
+    let server = b.server.borrow().get("task", "t1");
+    let t1 = b.record("task", "t1");
+    assert_eq!(
+        (t1.version, data(&t1)),
+        (server.version, Value::Object(server.data)),
+        "never a local copy the server does not hold under the same version"
+    );
+    assert_eq!(t1.sync_status, RecordStatus::Synced);
+}
+
 // ----- local writes -----
 
 #[test]

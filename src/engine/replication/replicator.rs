@@ -813,9 +813,11 @@ impl<R: ReplicaPorts> Replicator<R> {
                     verdicts.push(MutationVerdict::Done);
                 }
                 _ => {
-                    // Applied, duplicate, or a conflict for a change since superseded.
+                    // Applied, duplicate, or a conflict for a change since
+                    // superseded (or a dead letter the app sent again).
                     if let (Some(mut local), Some(remote)) = (local, remote) {
-                        if ours {
+                        if ours || !is_held(&local) {
+                            // Nothing unsent locally: the copy is the server's.
                             local = remote.into_local(&mutation.entity_type);
                             change.records.push(local);
                         } else if result.status != protocol::MutationStatus::Conflict {
