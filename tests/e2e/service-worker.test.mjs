@@ -159,6 +159,38 @@ test("service worker: requestBackgroundSync() registers the tag offline and Chro
   await context.close();
 });
 
+test("without Background Sync (as in Firefox and Safari): requestBackgroundSync() resolves false, the page flushes on online and on load", async () => {
+  const context = await browser.newContext();
+  // Remove the API the way those browsers lack it: no `sync` on the registration.
+  await context.addInitScript(() => { delete ServiceWorkerRegistration.prototype.sync; });
+  const path = "/api/sw/fallback";
+  let page = await openExample(context, path);
+  assert.equal(await page.evaluate(() => window.app.hasBackgroundSync), false);
+  assert.match(await page.textContent("#bgsync"), /missing/);
+
+  // Queued offline, then the network returns with the page open: `online` flushes.
+  await context.setOffline(true);
+  const first = await page.evaluate(() => window.app.saveNote("while open"));
+  assert.equal(first.registered, false, "requestBackgroundSync() resolves false");
+  await sleep(300);
+  assert.equal(server.received(path).length, 0);
+  await context.setOffline(false);
+  await until(() => server.received(path).length >= 1, "the online event flushes");
+
+  // Queued offline, page closed, network back: nothing is sent until the page loads again.
+  await context.setOffline(true);
+  const second = await page.evaluate(() => window.app.saveNote("before closing"));
+  await page.close();
+  await context.setOffline(false);
+  await sleep(1000);
+  assert.equal(server.received(path).length, 1, "no Background Sync: nothing is sent while no page is open");
+  page = await openExample(context, path);
+  await until(() => server.received(path).length >= 2, "the next load flushes");
+  await sleep(300);
+  assertEachOnce(path, [first.id, second.id]);
+  await context.close();
+});
+
 test("service worker: a page and its worker flushing the same client at once send each task exactly once (Web Locks)", async () => {
   const context = await browser.newContext();
   const path = "/api/sw/both";
