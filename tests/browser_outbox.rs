@@ -21,6 +21,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 struct Browser;
 impl Ports for Browser {
+    type Replica = tidesync::engine::ports::NoReplica;
     type Store = Rc<IdbStore>;
     type Transport = HttpTransport;
     type Clock = BrowserClock;

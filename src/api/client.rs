@@ -414,6 +414,10 @@ impl Inner {
         Ok(())
     }
 
+    pub(crate) fn auto_flush(&self) -> bool {
+        self.auto_flush
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }

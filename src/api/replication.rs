@@ -165,7 +165,8 @@ impl SyncClient {
                 .await
                 .map_err(replication_error)?;
             inner.outbox().adopt(task);
-            if global::navigator_online() {
+            devtools::changed(inner.name());
+            if inner.auto_flush() && global::navigator_online() {
                 schedule_flush(&inner);
             }
             view(&stored)
@@ -192,7 +193,8 @@ impl SyncClient {
             {
                 Some((_, task)) => {
                     inner.outbox().adopt(task);
-                    if global::navigator_online() {
+                    devtools::changed(inner.name());
+                    if inner.auto_flush() && global::navigator_online() {
                         schedule_flush(&inner);
                     }
                     Ok(JsValue::TRUE)
@@ -313,7 +315,7 @@ fn adopt_all(inner: &Rc<Inner>, tasks: Vec<crate::engine::task::Task>) {
     for task in tasks {
         inner.outbox().adopt(task);
     }
-    if any && global::navigator_online() {
+    if any && inner.auto_flush() && global::navigator_online() {
         schedule_flush(inner);
     }
 }

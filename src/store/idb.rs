@@ -125,7 +125,7 @@ impl IdbStore {
         meta.put(&meta_entry(key, value)?, None)
             .await
             .map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(())
     }
 }
@@ -148,6 +148,19 @@ fn meta_entry<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<JsValue, St
         value: &'a T,
     }
     to_js(&Entry { key, value })
+}
+
+/// Waits for a write transaction to end, and fails unless it committed:
+/// rexie reports an aborted transaction as a result, not an error, and an
+/// abort at commit time (no request failed) is the browser refusing to
+/// persist the data, which in practice means the storage quota.
+async fn finish(tx: rexie::Transaction) -> Result<(), StoreError> {
+    match tx.done().await.map_err(map_error)? {
+        rexie::TransactionResult::Committed => Ok(()),
+        rexie::TransactionResult::Aborted => Err(StoreError::Quota(
+            "the browser aborted the write at commit (QuotaExceededError): this origin's storage is full".into(),
+        )),
+    }
 }
 
 /// Maps rexie's errors to the store's: quota errors are told apart because
@@ -180,7 +193,7 @@ impl Store for IdbStore {
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let stored = register_in(&tasks, &meta, batch).await?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(stored)
     }
 
@@ -194,7 +207,7 @@ impl Store for IdbStore {
             return Ok(false);
         }
         tasks.put(&to_js(task)?, None).await.map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(true)
     }
 
@@ -211,7 +224,7 @@ impl Store for IdbStore {
             .delete(JsValue::from_str(id))
             .await
             .map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(true)
     }
 
@@ -233,7 +246,7 @@ impl Store for IdbStore {
             .put(&to_js(failed)?, None)
             .await
             .map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(true)
     }
 
@@ -278,7 +291,7 @@ impl Store for IdbStore {
             .map_err(map_error)?;
         if let Some(queued) = tasks.get(JsValue::from_str(id)).await.map_err(map_error)? {
             // The app re-registered this id since it failed: the newer payload wins.
-            tx.done().await.map_err(map_error)?;
+            finish(tx).await?;
             return from_js(queued).map(Some);
         }
         let seq_entry = meta
@@ -300,7 +313,7 @@ impl Store for IdbStore {
         meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
             .await
             .map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(Some(task))
     }
 
@@ -320,7 +333,7 @@ impl Store for IdbStore {
                 .await
                 .map_err(map_error)?;
         }
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(existed)
     }
 }
@@ -470,7 +483,7 @@ impl RecordStore for IdbStore {
             .put(&to_js(record)?, None)
             .await
             .map_err(map_error)?;
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         stored
             .into_iter()
             .next()
@@ -512,7 +525,7 @@ impl RecordStore for IdbStore {
                 .await
                 .map_err(map_error)?;
         }
-        tx.done().await.map_err(map_error)?;
+        finish(tx).await?;
         Ok(registered)
     }
 

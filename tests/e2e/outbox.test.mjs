@@ -172,6 +172,36 @@ test("binary, Blob and FormData bodies are stored and replayed byte for byte, ac
   await context.close();
 });
 
+test("a full storage quota fails the registration loudly with storage-quota and keeps what was stored", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.url}/pages/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  // Chromium applies a quota override to an origin whose storage is not yet in use.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin: server.url, quotaSize: 1024 * 1024 });
+  await page.evaluate((o) => window.openClient(o), { name: `quota-${Date.now()}`, logLevel: "silent", autoFlush: false });
+  await page.evaluate(() => window.client.register("small", { url: "/api/collect/quota", data: { n: 1 } }));
+  const error = await page.evaluate(async () => {
+    try {
+      // Random bytes: Chromium compresses IndexedDB values, so repeated text would fit.
+      const body = new Uint8Array(4 * 1024 * 1024);
+      for (let i = 0; i < body.length; i += 65536) crypto.getRandomValues(body.subarray(i, i + 65536));
+      await window.client.register("huge", { url: "/api/collect/quota", body });
+      return null;
+    } catch (e) {
+      return { name: e.name, code: e.code, message: e.message };
+    }
+  });
+  assert.ok(error, "the oversized registration was refused");
+  assert.equal(error.name, "TidesyncError");
+  assert.equal(error.code, "storage-quota");
+  assert.match(error.message, /persist/);
+  const queued = await page.evaluate(() => window.client.listQueued().map((t) => t.id));
+  assert.deepEqual(queued, ["small"], "the earlier task is intact and nothing half-written");
+  await context.close();
+});
+
 test("bad options throw a TidesyncError naming the field", async () => {
   const context = await browser.newContext();
   const page = await openHarness(context, { name: `errors-${Date.now()}`, logLevel: "silent" });
