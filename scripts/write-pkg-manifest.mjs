@@ -48,7 +48,19 @@ const DISPOSABLE = '/// <reference lib="esnext.disposable" />\n';
 if (existsSync(dts)) {
   let text = withoutAny(readFileSync(dts, "utf8"), "export interface InitOutput {");
   if (text.includes("Symbol.dispose") && !text.startsWith(DISPOSABLE)) text = DISPOSABLE + text;
+  text = camelCaseParams(text, "export class SyncClient {");
   writeFileSync(dts, text);
 }
 const wasmDts = join(outDir, "tidesync_bg.wasm.d.ts");
 if (existsSync(wasmDts)) writeFileSync(wasmDts, withoutAny(readFileSync(wasmDts, "utf8")));
+
+/** Rust's snake_case parameter names (`entity_type`) as JavaScript spells them (`entityType`), in one class. */
+function camelCaseParams(text, inside) {
+  const start = text.indexOf(inside);
+  if (start < 0) return text;
+  const end = text.indexOf("\n}", start);
+  const body = text.slice(start, end).replace(/^(\s+(?:static )?\w+\()([^)]*)\)/gm, (_, head, params) =>
+    `${head}${params.replace(/\b([a-z]+(?:_[a-z0-9]+)+)(\??:)/g, (_m, name, colon) =>
+      name.replace(/_([a-z0-9])/g, (_c, ch) => ch.toUpperCase()) + colon)})`);
+  return text.slice(0, start) + body + text.slice(end);
+}

@@ -53,6 +53,8 @@ test("npm installs pkg/ as a package: exports, types, files, sideEffects, and no
   const dts = readFileSync(join(INSTALLED, "tidesync.d.ts"), "utf8");
   assert.match(dts, /on<K extends SyncEventName>\(event: K, listener: SyncEvents\[K\]\): \(\) => void;/);
   assert.doesNotMatch(dts, /listener: Function/);
+  const clientClass = dts.slice(dts.indexOf("export class SyncClient {"), dts.indexOf("\n}", dts.indexOf("export class SyncClient {")));
+  assert.deepEqual(clientClass.match(/\b[a-z]+_[a-z0-9_]+\??:/g) ?? [], [], "parameters are camelCase, as JavaScript spells them");
   assert.match(readFileSync(join(INSTALLED, "README.md"), "utf8"), /## Quick start/);
 });
 
