@@ -63,6 +63,11 @@ test("tsc --noEmit --strict accepts the app's typed use of the API (with @ts-exp
   assert.equal(status, 0, `tsc failed:\n${output}`);
 });
 
+test("the package's types also resolve under module/moduleResolution NodeNext (the exports map's types condition)", () => {
+  const { status, output } = run(bin("tsc"), ["--noEmit", "--strict", "-p", "tsconfig.nodenext.json"]);
+  assert.equal(status, 0, `tsc (NodeNext) failed:\n${output}`);
+});
+
 test("a misspelled event name fails to type-check", () => {
   const { status, output } = run(bin("tsc"), ["--noEmit", "--strict", "-p", "tsconfig.negative.json"]);
   assert.notEqual(status, 0, `tsc accepted a misspelled event name:\n${output}`);
