@@ -207,44 +207,59 @@ test("service worker: a page and its worker flushing the same client at once sen
     return ids;
   }, path);
   assert.equal(server.received(path).length, 0, "nothing leaves while offline");
-  await context.setOffline(false);
 
-  const run = await page.evaluate(async () => {
-    const lockName = "tidesync:sw-example:flush";
-    const holders = new Set();
-    let contended = false;
-    let watching = true;
-    const watch = (async () => {
-      while (watching) {
-        const { held, pending } = await navigator.locks.query();
-        const mine = [...held, ...pending].filter((l) => l.name === lockName);
-        mine.forEach((l) => holders.add(l.clientId));
-        if (held.some((l) => l.name === lockName) && pending.some((l) => l.name === lockName)) contended = true;
-        await new Promise((r) => setTimeout(r, 2));
-      }
-    })();
-    const pageStarted = Date.now();
-    const [pageReport, worker] = await Promise.all([
-      window.app.client.flush().then((report) => ({ report, endedAt: Date.now() })),
-      window.app.askWorker("flush"),
-    ]);
-    watching = false;
-    await watch;
-    return { pageStarted, pageEnded: pageReport.endedAt, pageReport: pageReport.report, worker, holders: holders.size, contended };
-  });
+  // Hold the flush lock from the test, so that every flush of the page and of
+  // the worker is asked for while all 60 tasks are still queued, then let go.
+  const LOCK = "tidesync:sw-example:flush";
+  await page.evaluate((name) => new Promise((granted) => {
+    navigator.locks.request(name, () => new Promise((release) => { window.releaseLock = release; granted(); }));
+  }), LOCK);
+  // The worker asks first (still offline: its flush waits for the lock, not the network).
+  await page.evaluate(async (name) => {
+    window.workerFlush = window.app.askWorker("flush");
+    for (let i = 0; i < 500; i++) {
+      const { pending } = await navigator.locks.query();
+      if (pending.some((l) => l.name === name)) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error("the worker's flush never asked for the lock");
+  }, LOCK);
+  await context.setOffline(false); // the `online` event: the page's auto-flush asks for the lock too
+  const run = await page.evaluate(async (name) => {
+    const flushes = [
+      window.app.client.flush(),
+      window.workerFlush,
+    ];
+    let waiting;
+    for (let i = 0; i < 1000; i++) {
+      const { pending } = await navigator.locks.query();
+      waiting = pending.filter((l) => l.name === name);
+      if (new Set(waiting.map((l) => l.clientId)).size >= 2 && waiting.length >= 2) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    window.releaseLock();
+    const [pageReport, worker] = await Promise.all(flushes);
+    return { waiting: waiting.length, clients: new Set(waiting.map((l) => l.clientId)).size, pageReport, worker };
+  }, LOCK);
   assert.equal(run.worker.error, undefined, JSON.stringify(run.worker.error));
-  assert.ok(run.worker.startedAt < run.pageEnded && run.pageStarted < run.worker.endedAt,
-    "the two flushes overlapped in time");
-  assert.ok(run.contended, "one flush waited for the other's lock");
-  assert.ok(run.holders >= 2, `the page and the worker both asked for the lock (${run.holders} clients seen)`);
+  assert.ok(run.clients >= 2 && run.waiting >= 2,
+    `flushes of the page and of the worker were waiting for the lock together (${run.waiting} requests from ${run.clients} clients)`);
+  // Locks are granted in request order: the worker's flush sends everything;
+  // the page's (which had the 60 tasks in memory) re-reads the queue and finds it empty.
+  assert.equal(run.worker.report.sent, 60, JSON.stringify(run.worker.report));
+  assert.equal(run.pageReport.sent, 0, JSON.stringify(run.pageReport));
   await until(() => server.received(path).length >= 60, "the 60 tasks are delivered");
   await sleep(500);
   assertEachOnce(path, ids);
   const after = await page.evaluate(async () => ({
-    page: window.app.client.getStatus().pendingCount,
-    worker: (await window.app.askWorker("status")).status.pendingCount,
+    page: window.app.client.getStatus(),
+    worker: (await window.app.askWorker("status")).status,
   }));
-  assert.deepEqual(after, { page: 0, worker: 0 });
+  assert.equal(after.page.pendingCount, 0);
+  assert.equal(after.worker.pendingCount, 0);
+  // Each client counts what it delivered itself: together, each task once.
+  assert.equal(after.page.totalSynced + after.worker.totalSynced, 60,
+    `page delivered ${after.page.totalSynced}, worker ${after.worker.totalSynced}`);
   await context.close();
 });
 
