@@ -1,0 +1,296 @@
+// Tidesync benchmarks in Debian's headless Chromium against a real HTTP server
+// on 127.0.0.1, with Workbox Background Sync side by side when its bundle is
+// there (bench/workbox/dist/queue.js, made by scripts/bench.sh).
+//
+// Benchmarks measure; they assert nothing about speed. Each timed
+// measurement runs in a fresh browser context (a fresh IndexedDB) and reports
+// the median of its runs. Prints a table and writes bench/results/latest.json.
+//
+//   node bench/run.mjs                  the standard set (about 7 minutes on 2 cores)
+//   BENCH_RUNS=5 node bench/run.mjs     runs of each short measurement (default 3)
+//   BENCH_LONG_RUNS=3 node bench/run.mjs runs of each 10,000-task replay (default 1: ~1–2 min each)
+//   BENCH_ONLY=replay node bench/run.mjs only the measurements whose id contains "replay"
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { execFileSync } from "node:child_process";
+import { gzipSync } from "node:zlib";
+import { startBenchServer } from "./server.mjs";
+import { launchBrowser } from "../tests/e2e/support/browser.mjs";
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const LONG_RUNS = Number(process.env.BENCH_LONG_RUNS ?? 1);
+const ONLY = process.env.BENCH_ONLY ?? "";
+const WORKBOX = existsSync("bench/workbox/dist/queue.js");
+const started = Date.now();
+
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const log = (...args) => console.error(`[bench +${((Date.now() - started) / 1000).toFixed(0)}s]`, ...args);
+
+const server = await startBenchServer();
+const browser = await launchBrowser();
+let pathSeq = 0;
+
+async function openPage(kind) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on("pageerror", (e) => log(`${kind} page error:`, e.message));
+  await page.goto(`${server.url}/bench/${kind}.html`);
+  await page.waitForFunction(() => window.benchReady === true, undefined, { timeout: 30000 });
+  return { context, page };
+}
+
+/** Polls CDP Runtime.getHeapUsage while `work` runs; returns [result, peak used bytes, baseline]. */
+async function withHeapSampling(context, page, work) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("HeapProfiler.collectGarbage");
+  const baseline = (await cdp.send("Runtime.getHeapUsage")).usedSize;
+  let peak = baseline;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      try {
+        const { usedSize } = await cdp.send("Runtime.getHeapUsage");
+        peak = Math.max(peak, usedSize);
+      } catch { break; }
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
+  })();
+  try {
+    return [await work(), peak, baseline];
+  } finally {
+    sampling = false;
+    await sampler;
+    await cdp.detach().catch(() => {});
+  }
+}
+
+const results = [];
+
+/**
+ * One measurement: `run(i)` returns {count, ms, extra}; the median rate is
+ * count / seconds over the runs.
+ */
+async function measure(spec, runs, run) {
+  if (ONLY && !spec.id.includes(ONLY)) return;
+  const rates = [];
+  const samples = [];
+  for (let i = 0; i < runs; i++) {
+    const sample = await run(i);
+    const rate = sample.count / (sample.ms / 1000);
+    rates.push(rate);
+    samples.push({ ms: Math.round(sample.ms), rate: Math.round(rate), ...sample.extra });
+    log(`${spec.id} run ${i + 1}/${runs}: ${sample.count} in ${Math.round(sample.ms)} ms = ${Math.round(rate)}/s`);
+  }
+  const byRate = samples.map((s, i) => [rates[i], s]).sort((a, b) => a[0] - b[0]);
+  const medianSample = byRate[Math.floor((byRate.length - 1) / 2)][1];
+  results.push({ ...spec, runs, median: Math.round(median(rates)), unit: spec.unit, samples, medianSample });
+}
+
+// ---------- Tidesync ----------
+
+async function tidesyncEnqueue(n, mode) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const path = `/api/tidesync-enqueue-${++pathSeq}`;
+    const r = await page.evaluate((a) => window.enqueue(a), { name: `enqueue-${pathSeq}`, n, mode, path });
+    if (r.pending !== n) throw new Error(`expected ${n} queued, found ${r.pending}`);
+    return { count: n, ms: r.ms, extra: { registerTransactions: r.registerTransactions, idbTransactions: r.idb } };
+  } finally {
+    await context.close();
+  }
+}
+
+async function tidesyncReplay(n, concurrency, sampleHeap) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const path = `/api/tidesync-replay-${++pathSeq}`;
+    const prepared = await page.evaluate((a) => window.prepareReplay(a), { name: `replay-${pathSeq}`, n, concurrency, path });
+    if (prepared.pending !== n) throw new Error(`expected ${n} queued, found ${prepared.pending}`);
+    if (server.count(path) !== 0) throw new Error("requests left before flush() (autoFlush: false)");
+    const replay = () => page.evaluate(() => window.replay());
+    let r, peak = null, baseline = null;
+    if (sampleHeap) [r, peak, baseline] = await withHeapSampling(context, page, replay);
+    else r = await replay();
+    const delivered = server.count(path);
+    if (delivered !== n || r.pending !== 0) throw new Error(`delivered ${delivered} of ${n}, ${r.pending} still queued`);
+    return {
+      count: n, ms: r.ms,
+      extra: {
+        flushes: r.flushes, idbTransactions: r.idb, averageRequestMs: Math.round(r.averageRequestMs * 10) / 10,
+        wasmMemoryBytes: r.wasmMemoryBytes, ...(sampleHeap ? { peakJsHeapBytes: peak, baselineJsHeapBytes: baseline } : {}),
+      },
+    };
+  } finally {
+    await context.close();
+  }
+}
+
+async function rawFetch(n, concurrency) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const path = `/api/raw-${++pathSeq}`;
+    const r = await page.evaluate((a) => window.rawFetch(a), { n, concurrency, path });
+    if (server.count(path) !== n) throw new Error(`raw fetch: ${server.count(path)} of ${n} arrived`);
+    return { count: n, ms: r.ms, extra: {} };
+  } finally {
+    await context.close();
+  }
+}
+
+// ---------- Workbox ----------
+
+/** Enqueue in one tick (timed), then replay (timed): both measurements from one run. */
+async function workboxRun(n, sampleHeap) {
+  const { context, page } = await openPage("workbox");
+  try {
+    const path = `/api/workbox-${++pathSeq}`;
+    const name = `queue-${pathSeq}`;
+    const e = await page.evaluate((a) => window.enqueue(a), { name, n, mode: "tick", path });
+    if (e.pending !== n) throw new Error(`Workbox: expected ${n} queued, found ${e.pending}`);
+    if (server.count(path) !== 0) throw new Error("Workbox sent requests before replayRequests()");
+    const replay = () => page.evaluate((a) => window.replay(a), { name });
+    let r, peak = null, baseline = null;
+    if (sampleHeap) [r, peak, baseline] = await withHeapSampling(context, page, replay);
+    else r = await replay();
+    const delivered = server.count(path);
+    if (delivered !== n || r.pending !== 0) throw new Error(`Workbox delivered ${delivered} of ${n}, ${r.pending} still queued`);
+    return { enqueue: e, replay: r, peak, baseline };
+  } finally {
+    await context.close();
+  }
+}
+
+async function workboxEnqueueSequential(n) {
+  const { context, page } = await openPage("workbox");
+  try {
+    const path = `/api/workbox-seq-${++pathSeq}`;
+    const e = await page.evaluate((a) => window.enqueue(a), { name: `seq-${pathSeq}`, n, mode: "sequential", path });
+    if (e.pending !== n) throw new Error(`Workbox: expected ${n} queued, found ${e.pending}`);
+    return { count: n, ms: e.ms, extra: { idbTransactions: e.idb } };
+  } finally {
+    await context.close();
+  }
+}
+
+/** Workbox's enqueue and replay come from the same runs: one measure() for each, fed from a shared list. */
+async function workboxPair(n, runs, sampleHeap) {
+  const enqueueId = `workbox.enqueue.tick.${n}`;
+  const replayId = `workbox.replay.${n}`;
+  if (ONLY && !enqueueId.includes(ONLY) && !replayId.includes(ONLY)) return;
+  const outcomes = [];
+  for (let i = 0; i < runs; i++) outcomes.push(await workboxRun(n, sampleHeap));
+  await measure({ id: enqueueId, sdk: "Workbox", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" }, runs,
+    async (i) => ({ count: n, ms: outcomes[i].enqueue.ms, extra: { idbTransactions: outcomes[i].enqueue.idb } }));
+  await measure({ id: replayId, sdk: "Workbox", what: "replay", n, concurrency: 1, unit: "requests/s" }, runs,
+    async (i) => ({
+      count: n, ms: outcomes[i].replay.ms,
+      extra: { idbTransactions: outcomes[i].replay.idb, ...(sampleHeap ? { peakJsHeapBytes: outcomes[i].peak, baselineJsHeapBytes: outcomes[i].baseline } : {}) },
+    }));
+}
+
+// ---------- the set ----------
+
+const machine = {
+  cores: cpus().length,
+  cpu: cpus()[0]?.model?.trim() ?? "unknown",
+  memoryGiB: Math.round(totalmem() / 2 ** 30),
+  chromium: browser.version(),
+  node: process.version,
+};
+log(`Chromium ${machine.chromium}, ${machine.cores} cores; runs ${RUNS} (10,000-task replays: ${LONG_RUNS}); Workbox ${WORKBOX ? "bundled" : "absent"}`);
+
+try {
+  for (const n of [1000, 10000]) {
+    await measure({ id: `tidesync.enqueue.tick.${n}`, sdk: "Tidesync", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" },
+      RUNS, () => tidesyncEnqueue(n, "tick"));
+  }
+  for (const n of [1000, 10000]) {
+    await measure({ id: `tidesync.enqueue.sequential.${n}`, sdk: "Tidesync", what: "enqueue, awaited one by one", n, concurrency: null, unit: "tasks/s" },
+      n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncEnqueue(n, "sequential"));
+  }
+  for (const concurrency of [1, 4, 6]) {
+    await measure({ id: `fetch.raw.1000.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: 1000, concurrency, unit: "requests/s" },
+      RUNS, () => rawFetch(1000, concurrency));
+  }
+  for (const n of [1000, 10000]) {
+    for (const concurrency of [1, 4, 6]) {
+      const heap = n === 10000 && concurrency === 4;
+      await measure({ id: `tidesync.replay.${n}.c${concurrency}`, sdk: "Tidesync", what: "replay (flush)", n, concurrency, unit: "requests/s" },
+        n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncReplay(n, concurrency, heap));
+    }
+  }
+  if (WORKBOX) {
+    await measure({ id: "workbox.enqueue.sequential.1000", sdk: "Workbox", what: "enqueue, awaited one by one", n: 1000, concurrency: null, unit: "tasks/s" },
+      RUNS, () => workboxEnqueueSequential(1000));
+    await workboxPair(1000, RUNS, false);
+    await workboxPair(10000, LONG_RUNS, true);
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}
+
+// ---------- bundle size ----------
+
+const bundle = {};
+for (const file of ["pkg/tidesync_bg.wasm", "pkg/tidesync.js"]) {
+  const bytes = readFileSync(file);
+  bundle[file] = { bytes: statSync(file).size, gzipBytes: gzipSync(bytes, { level: 9 }).length };
+}
+
+// ---------- memory summary ----------
+
+const heapOf = (id) => results.find((r) => r.id === id)?.medianSample;
+const memory = {};
+for (const [key, id] of [["tidesync", "tidesync.replay.10000.c4"], ["workbox", "workbox.replay.10000"]]) {
+  const s = heapOf(id);
+  if (s?.peakJsHeapBytes) {
+    memory[key] = { measurement: id, peakJsHeapBytes: s.peakJsHeapBytes, baselineJsHeapBytes: s.baselineJsHeapBytes, wasmMemoryBytes: s.wasmMemoryBytes ?? null };
+  }
+}
+
+// ---------- output ----------
+
+let commit = "unknown";
+try { commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(); } catch { /* not a checkout */ }
+const report = {
+  date: new Date().toISOString(),
+  command: "npm run bench",
+  commit,
+  machine,
+  settings: { runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, server: "bench/server.mjs on 127.0.0.1 (201 to every /api/* request)" },
+  workbox: WORKBOX ? { package: "workbox-background-sync", version: JSON.parse(readFileSync("bench/workbox/node_modules/workbox-background-sync/package.json", "utf8")).version, context: "window (self.registration shimmed as {})" } : null,
+  results,
+  memory,
+  bundle,
+  durationSeconds: Math.round((Date.now() - started) / 1000),
+};
+mkdirSync("bench/results", { recursive: true });
+writeFileSync("bench/results/latest.json", JSON.stringify(report, null, 2) + "\n");
+
+const MiB = (b) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+const KiB = (b) => `${(b / 1024).toFixed(1)} KiB`;
+const rows = [["measurement", "N", "in flight", "runs", "median", "unit", "notes"]];
+for (const r of results) {
+  const s = r.medianSample;
+  const notes = [];
+  if (s.registerTransactions !== undefined) notes.push(`${s.registerTransactions} register transactions`);
+  if (s.idbTransactions) notes.push(`IDB tx ${s.idbTransactions.readwrite} rw + ${s.idbTransactions.readonly} ro`);
+  if (s.averageRequestMs !== undefined) notes.push(`avg request ${s.averageRequestMs} ms`);
+  if (s.peakJsHeapBytes) notes.push(`peak JS heap ${MiB(s.peakJsHeapBytes)} (from ${MiB(s.baselineJsHeapBytes)})`);
+  if (s.peakJsHeapBytes && s.wasmMemoryBytes) notes.push(`wasm memory ${MiB(s.wasmMemoryBytes)}`);
+  rows.push([`${r.sdk} ${r.what}`, r.n.toLocaleString("en-US"), r.concurrency ?? "–", r.runs, r.median.toLocaleString("en-US"), r.unit, notes.join("; ")]);
+}
+for (const [file, size] of Object.entries(bundle)) {
+  rows.push([`bundle ${file}`, "–", "–", "–", KiB(size.gzipBytes), "gzip -9", `${KiB(size.bytes)} raw`]);
+}
+const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => String(row[c]).length)));
+const line = (row) => row.map((cell, c) => (c === 4 ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c]))).join("  ").trimEnd();
+console.log(line(rows[0]));
+console.log(widths.map((w) => "-".repeat(w)).join("  "));
+for (const row of rows.slice(1)) console.log(line(row));
+console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; ${report.durationSeconds} s; bench/results/latest.json`);
