@@ -187,7 +187,7 @@ export interface SyncEvents {
   "offline": () => void;
   "circuit:open": (info: { until: string; cooldown: number }) => void;
   "circuit:close": () => void;
-  "auth:required": (info: { status: number | null; taskId: string }) => void;
+  "auth:required": (info: { status?: number | null; taskId: string }) => void;
   "pull:complete": (info: PullReport) => void;
 }
 export type SyncEventName = keyof SyncEvents;

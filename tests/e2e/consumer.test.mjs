@@ -115,6 +115,8 @@ test("Vite bundles the app, and the bundle completes a task in Chromium", async 
   await new Promise((ok) => dist.listen(0, "127.0.0.1", ok));
   const distUrl = `http://127.0.0.1:${dist.address().port}`;
 
+  server.script("/api/consumer/retry", [{ status: 503 }]);
+  server.script("/api/consumer/fail", [{ status: 422, body: { error: "not json" } }]);
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
@@ -130,6 +132,40 @@ test("Vite bundles the app, and the bundle completes a task in Chromium", async 
   assert.equal(received.length, 1, "delivered exactly once");
   assert.equal(received[0].headers["x-trace"], "consumer");
   assert.match(await page.textContent("#state"), /delivered consumer-hello: HTTP 201/);
+  assert.deepEqual(result.outcomes.slice(0, 2), ["complete", "complete"]);
+  assert.match(result.outcomes[2], /^failed: /);
+  assert.equal(server.received("/api/consumer/retry").length, 2, "503 then 201");
   assert.deepEqual(errors, []);
   await page.close();
+  runtimeSamples = result.samples;
+});
+
+// Every value the bundle received at run time, written as a typed TypeScript
+// literal: excess-property and missing-property checks make tsc fail when the
+// .d.ts and what the SDK really returns disagree.
+let runtimeSamples;
+test("what the SDK returns at run time type-checks against the declarations", (t) => {
+  if (!runtimeSamples) return t.skip("needs the Vite test's samples");
+  const types = {
+    statusOpen: "SyncStatus", statusAfter: "SyncStatus", statusEvent: "Parameters<SyncEvents[\"status\"]>[0]",
+    queuedTask: "QueuedTask", queuedList: "QueuedTask[]",
+    completeTask: "Parameters<SyncEvents[\"sync:complete\"]>[0]", completeResponse: "Parameters<SyncEvents[\"sync:complete\"]>[1]",
+    failedTask: "Parameters<SyncEvents[\"sync:failed\"]>[0]", failure: "Parameters<SyncEvents[\"sync:failed\"]>[1]",
+    retryTask: "Parameters<SyncEvents[\"sync:retry\"]>[0]", retryInfo: "Parameters<SyncEvents[\"sync:retry\"]>[1]",
+    flushReport: "FlushReport", metrics: "SyncMetrics", health: "SyncHealth",
+    taskStatusPending: "TaskStatus | null", taskStatusComplete: "TaskStatus | null", failedList: "FailedTask[]",
+  };
+  assert.deepEqual(Object.keys(runtimeSamples).sort(), Object.keys(types).sort(), "every sample was collected");
+  const lines = [
+    'import type { FailedTask, FlushReport, QueuedTask, SyncEvents, SyncHealth, SyncMetrics, SyncStatus, TaskStatus } from "tidesync";',
+    ...Object.entries(types).map(([name, type]) => `export const ${name}: ${type} = ${JSON.stringify(runtimeSamples[name], null, 2)};`),
+  ];
+  const dir = join(APP, "node_modules/.runtime-shapes");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "shapes.ts"), lines.join("\n") + "\n");
+  writeFileSync(join(dir, "tsconfig.json"), JSON.stringify({
+    extends: "../../tsconfig.json", include: [], files: ["shapes.ts"],
+  }));
+  const { status, output } = run(bin("tsc"), ["--noEmit", "--strict", "-p", join(dir, "tsconfig.json")]);
+  assert.equal(status, 0, `the declarations disagree with run-time values (${join(dir, "shapes.ts")}):\n${output}`);
 });

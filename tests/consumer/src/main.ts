@@ -19,6 +19,8 @@ interface Result {
   status?: number;
   body?: unknown;
   pendingCount?: number;
+  outcomes?: string[];
+  samples?: Record<string, unknown>;
   error?: string;
 }
 
@@ -43,14 +45,33 @@ async function main(): Promise<Result> {
     circuitBreaker: { failureThreshold: 5, cooldown: 10_000 },
   };
   const client = await SyncClient.open(options);
+  // Runtime values of every public shape, checked against the .d.ts by the test.
+  const samples: Record<string, unknown> = { statusOpen: client.getStatus() };
 
   // Listener parameters are typed from the SyncEvents map: no annotations needed.
-  const delivered = new Promise<{ task: QueuedTask; response: SyncResponse }>((resolve, reject) => {
-    client.on("sync:complete", (task, response) => resolve({ task, response }));
-    client.on("sync:failed", (task, error) => {
-      const reason: string = error.reason;
-      reject(new Error(`${task.id}: ${reason} (${error.class})`));
-    });
+  const settled = new Map<string, (outcome: string) => void>();
+  const outcome = (id: string) => new Promise<string>((resolve) => settled.set(id, resolve));
+  const helloDone = outcome("consumer-hello");
+  const retryDone = outcome("consumer-retry");
+  const failDone = outcome("consumer-fail");
+  let response: SyncResponse | undefined;
+  client.on("sync:complete", (task, res) => {
+    if (task.id === "consumer-hello") {
+      response = res;
+      samples.completeTask = task;
+      samples.completeResponse = res;
+    }
+    settled.get(task.id)?.("complete");
+  });
+  client.on("sync:failed", (task, error) => {
+    const reason: string = error.reason;
+    samples.failedTask = task;
+    samples.failure = error;
+    settled.get(task.id)?.(`failed: ${reason} (${error.class})`);
+  });
+  client.on("sync:retry", (task, info) => {
+    samples.retryTask = task;
+    samples.retryInfo = info;
   });
   const statuses: SyncStatus[] = [];
   const off: () => void = client.on("status", (status) => statuses.push(status));
@@ -87,12 +108,31 @@ async function main(): Promise<Result> {
     headers: { "X-Trace": "consumer" },
     priority: "high",
   });
-  const { response } = await delivered;
+  samples.queuedTask = task;
+  samples.taskStatusPending = await client.getTaskStatus("consumer-hello");
+  // The test server answers these 503 then 201, and 422.
+  await client.register("consumer-retry", { url: `${server}/api/consumer/retry`, data: { n: 1 }, orderingKey: "k" });
+  await client.register("consumer-fail", { url: `${server}/api/consumer/fail`, body: "not json", priority: "low" });
+
+  const outcomes = await Promise.all([helloDone, retryDone, failDone]);
+  if (outcomes[0] !== "complete" || outcomes[1] !== "complete" || !outcomes[2]?.startsWith("failed")) {
+    throw new Error(`unexpected outcomes: ${outcomes.join(" | ")}`);
+  }
   off();
-  await client.flush();
+  samples.statusEvent = statuses.at(-1);
+  samples.flushReport = await client.flush();
+  samples.statusAfter = client.getStatus();
+  samples.metrics = client.getMetrics();
+  samples.health = client.getHealth();
+  samples.taskStatusComplete = await client.getTaskStatus("consumer-hello");
+  samples.failedList = await client.listFailed();
+  samples.queuedList = client.listQueued();
   const pendingCount = client.getStatus().pendingCount;
   await client.close();
-  return { ok: true, id: task.id, status: response.status, body: response.body, pendingCount };
+  return {
+    ok: true, id: task.id, status: response?.status, body: response?.body, pendingCount, outcomes,
+    samples: JSON.parse(JSON.stringify(samples)),
+  };
 }
 
 /** Never called: type-level checks only (tsc fails on an unused @ts-expect-error). */
