@@ -154,10 +154,11 @@ test("what the SDK returns at run time type-checks against the declarations", (t
     retryTask: "Parameters<SyncEvents[\"sync:retry\"]>[0]", retryInfo: "Parameters<SyncEvents[\"sync:retry\"]>[1]",
     flushReport: "FlushReport", metrics: "SyncMetrics", health: "SyncHealth",
     taskStatusPending: "TaskStatus | null", taskStatusComplete: "TaskStatus | null", failedList: "FailedTask[]",
+    recordPut: "SyncedRecord", recordGet: "SyncedRecord | null", recordQuery: "SyncedRecord[]", mutations: "QueuedTask[]",
   };
   assert.deepEqual(Object.keys(runtimeSamples).sort(), Object.keys(types).sort(), "every sample was collected");
   const lines = [
-    'import type { FailedTask, FlushReport, QueuedTask, SyncEvents, SyncHealth, SyncMetrics, SyncStatus, TaskStatus } from "tidesync";',
+    'import type { FailedTask, FlushReport, QueuedTask, SyncEvents, SyncHealth, SyncMetrics, SyncStatus, SyncedRecord, TaskStatus } from "tidesync";',
     ...Object.entries(types).map(([name, type]) => `export const ${name}: ${type} = ${JSON.stringify(runtimeSamples[name], null, 2)};`),
   ];
   const dir = join(APP, "node_modules/.runtime-shapes");

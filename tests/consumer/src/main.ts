@@ -129,6 +129,17 @@ async function main(): Promise<Result> {
   samples.queuedList = client.listQueued();
   const pendingCount = client.getStatus().pendingCount;
   await client.close();
+
+  // Local records (replication), offline: put/get/query/delete and the queued mutations.
+  const records = await SyncClient.open({ name: "consumer-records", serverUrl: server, entityTypes: ["note"], autoFlush: false });
+  samples.recordPut = await records.put("note", { id: "n1", title: "Typed", tags: ["a", "b"], done: false });
+  samples.recordGet = await records.get("note", "n1");
+  await records.put("note", { id: "n2", title: "To delete" });
+  const deleted: boolean = await records.delete("note", "n2");
+  samples.recordQuery = await records.query("note");
+  samples.mutations = records.listQueued();
+  if (!deleted || records.listQueued().length === 0) throw new Error("records: nothing deleted or queued");
+  await records.close();
   return {
     ok: true, id: task.id, status: response?.status, body: response?.body, pendingCount, outcomes,
     samples: JSON.parse(JSON.stringify(samples)),
