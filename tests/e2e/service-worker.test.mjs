@@ -149,8 +149,11 @@ test("service worker: requestBackgroundSync() registers the tag offline and Chro
   await sleep(1000);
   assert.equal(server.received(path).length, 0, "nothing leaves while offline");
 
+  const back = Date.now();
   await context.setOffline(false);
   await until(() => server.received(path).length >= 5, "the browser's sync event delivers the 5 notes");
+  const firstDelivery = server.received(path)[0].at - back;
+  assert.ok(firstDelivery < 1000, `reconnection to first delivery well under a second (${firstDelivery} ms)`);
   await sleep(300);
   assertEachOnce(path, saved.map((s) => s.id));
   assert.equal(server.received(path)[0].body.text, "note 0");
