@@ -34,12 +34,14 @@ self.addEventListener("activate", (event) => {
 let opening;
 /** The worker's client, opened once per worker lifetime (a woken-up worker opens it again). */
 function getClient() {
-  opening ??= (async () => {
-    const cached = await caches.match(WASM_URL);
-    await init({ module_or_path: cached ?? fetch(WASM_URL) });
-    return SyncClient.open(CLIENT_OPTIONS);
-  })();
-  opening.catch(() => { opening = undefined; }); // a failed start is retried by the next event
+  if (!opening) {
+    opening = (async () => {
+      const cached = await caches.match(WASM_URL);
+      await init({ module_or_path: cached ?? fetch(WASM_URL) });
+      return SyncClient.open(CLIENT_OPTIONS);
+    })();
+    opening.catch(() => { opening = undefined; }); // a failed start is retried by the next event
+  }
   return opening;
 }
 
