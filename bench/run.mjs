@@ -6,12 +6,14 @@
 // measurement runs in a fresh browser context (a fresh IndexedDB) and reports
 // the median of its runs. Prints a table and writes bench/results/latest.json.
 //
-//   node bench/run.mjs                  the standard set (about 7 minutes on 2 cores)
-//   BENCH_RUNS=5 node bench/run.mjs     runs of each short measurement (default 3)
-//   BENCH_LONG_RUNS=3 node bench/run.mjs runs of each 10,000-task replay (default 1: ~1–2 min each)
-//   BENCH_ONLY=replay node bench/run.mjs only the measurements whose id contains "replay"
+//   node bench/run.mjs                       the standard set (6–8 minutes on 2 cores)
+//   BENCH_RUNS=5 node bench/run.mjs          runs of each short measurement (default 3)
+//   BENCH_LONG_RUNS=3 node bench/run.mjs     runs of each measurement of 10,000 tasks one
+//                                            request or transaction at a time (default 1:
+//                                            25 s to 2 min each)
+//   BENCH_ONLY='replay\.1000' node bench/run.mjs  only the measurements whose id matches
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { execFileSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { startBenchServer } from "./server.mjs";
@@ -19,7 +21,11 @@ import { launchBrowser } from "../tests/e2e/support/browser.mjs";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const LONG_RUNS = Number(process.env.BENCH_LONG_RUNS ?? 1);
-const ONLY = process.env.BENCH_ONLY ?? "";
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null;
+const selected = (id) => !ONLY || ONLY.test(id);
+/** The server answers these paths this many ms late (a server across a network). */
+const LATENCY_MS = 20;
+const LATENCY_N = 200;
 const WORKBOX = existsSync("bench/workbox/dist/queue.js");
 const started = Date.now();
 
@@ -75,7 +81,7 @@ const results = [];
  * count / seconds over the runs.
  */
 async function measure(spec, runs, run) {
-  if (ONLY && !spec.id.includes(ONLY)) return;
+  if (!selected(spec.id)) return;
   const rates = [];
   const samples = [];
   for (let i = 0; i < runs; i++) {
@@ -104,10 +110,10 @@ async function tidesyncEnqueue(n, mode) {
   }
 }
 
-async function tidesyncReplay(n, concurrency, sampleHeap) {
+async function tidesyncReplay(n, concurrency, sampleHeap, latency = 0) {
   const { context, page } = await openPage("tidesync");
   try {
-    const path = `/api/tidesync-replay-${++pathSeq}`;
+    const path = `/api/${latency ? `latency-${latency}/` : ""}tidesync-replay-${++pathSeq}`;
     const prepared = await page.evaluate((a) => window.prepareReplay(a), { name: `replay-${pathSeq}`, n, concurrency, path });
     if (prepared.pending !== n) throw new Error(`expected ${n} queued, found ${prepared.pending}`);
     if (server.count(path) !== 0) throw new Error("requests left before flush() (autoFlush: false)");
@@ -144,10 +150,10 @@ async function rawFetch(n, concurrency) {
 // ---------- Workbox ----------
 
 /** Enqueue in one tick (timed), then replay (timed): both measurements from one run. */
-async function workboxRun(n, sampleHeap) {
+async function workboxRun(n, sampleHeap, latency = 0) {
   const { context, page } = await openPage("workbox");
   try {
-    const path = `/api/workbox-${++pathSeq}`;
+    const path = `/api/${latency ? `latency-${latency}/` : ""}workbox-${++pathSeq}`;
     const name = `queue-${pathSeq}`;
     const e = await page.evaluate((a) => window.enqueue(a), { name, n, mode: "tick", path });
     if (e.pending !== n) throw new Error(`Workbox: expected ${n} queued, found ${e.pending}`);
@@ -177,15 +183,18 @@ async function workboxEnqueueSequential(n) {
 }
 
 /** Workbox's enqueue and replay come from the same runs: one measure() for each, fed from a shared list. */
-async function workboxPair(n, runs, sampleHeap) {
-  const enqueueId = `workbox.enqueue.tick.${n}`;
-  const replayId = `workbox.replay.${n}`;
-  if (ONLY && !enqueueId.includes(ONLY) && !replayId.includes(ONLY)) return;
+async function workboxPair(n, runs, sampleHeap, latency = 0) {
+  const enqueueId = latency ? null : `workbox.enqueue.tick.${n}`;
+  const replayId = latency ? `workbox.replay.latency${latency}.${n}` : `workbox.replay.${n}`;
+  if (!(enqueueId && selected(enqueueId)) && !selected(replayId)) return;
   const outcomes = [];
-  for (let i = 0; i < runs; i++) outcomes.push(await workboxRun(n, sampleHeap));
-  await measure({ id: enqueueId, sdk: "Workbox", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" }, runs,
-    async (i) => ({ count: n, ms: outcomes[i].enqueue.ms, extra: { idbTransactions: outcomes[i].enqueue.idb } }));
-  await measure({ id: replayId, sdk: "Workbox", what: "replay", n, concurrency: 1, unit: "requests/s" }, runs,
+  for (let i = 0; i < runs; i++) outcomes.push(await workboxRun(n, sampleHeap, latency));
+  if (enqueueId) {
+    await measure({ id: enqueueId, sdk: "Workbox", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" }, runs,
+      async (i) => ({ count: n, ms: outcomes[i].enqueue.ms, extra: { idbTransactions: outcomes[i].enqueue.idb } }));
+  }
+  const what = latency ? `replay, server ${latency} ms away` : "replay";
+  await measure({ id: replayId, sdk: "Workbox", what, n, concurrency: 1, unit: "requests/s" }, runs,
     async (i) => ({
       count: n, ms: outcomes[i].replay.ms,
       extra: { idbTransactions: outcomes[i].replay.idb, ...(sampleHeap ? { peakJsHeapBytes: outcomes[i].peak, baselineJsHeapBytes: outcomes[i].baseline } : {}) },
@@ -195,6 +204,7 @@ async function workboxPair(n, runs, sampleHeap) {
 // ---------- the set ----------
 
 const machine = {
+  loadAverageAtStart: loadavg().map((l) => Math.round(l * 100) / 100),
   cores: cpus().length,
   cpu: cpus()[0]?.model?.trim() ?? "unknown",
   memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -213,8 +223,8 @@ try {
       n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncEnqueue(n, "sequential"));
   }
   for (const concurrency of [1, 4, 6]) {
-    await measure({ id: `fetch.raw.1000.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: 1000, concurrency, unit: "requests/s" },
-      RUNS, () => rawFetch(1000, concurrency));
+    await measure({ id: `fetch.raw.500.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: 500, concurrency, unit: "requests/s" },
+      RUNS, () => rawFetch(500, concurrency));
   }
   for (const n of [1000, 10000]) {
     for (const concurrency of [1, 4, 6]) {
@@ -223,7 +233,12 @@ try {
         n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncReplay(n, concurrency, heap));
     }
   }
+  for (const concurrency of [1, 4, 6]) {
+    await measure({ id: `tidesync.replay.latency${LATENCY_MS}.${LATENCY_N}.c${concurrency}`, sdk: "Tidesync", what: `replay, server ${LATENCY_MS} ms away`, n: LATENCY_N, concurrency, unit: "requests/s" },
+      RUNS, () => tidesyncReplay(LATENCY_N, concurrency, false, LATENCY_MS));
+  }
   if (WORKBOX) {
+    await workboxPair(LATENCY_N, RUNS, false, LATENCY_MS);
     await measure({ id: "workbox.enqueue.sequential.1000", sdk: "Workbox", what: "enqueue, awaited one by one", n: 1000, concurrency: null, unit: "tasks/s" },
       RUNS, () => workboxEnqueueSequential(1000));
     await workboxPair(1000, RUNS, false);
@@ -262,13 +277,17 @@ const report = {
   command: "npm run bench",
   commit,
   machine,
-  settings: { runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, server: "bench/server.mjs on 127.0.0.1 (201 to every /api/* request)" },
+  settings: {
+    runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, latencyMs: LATENCY_MS,
+    server: "bench/server.mjs on 127.0.0.1 (201 to every /api/* request; /api/latency-<ms>/ answered <ms> late)",
+  },
   workbox: WORKBOX ? { package: "workbox-background-sync", version: JSON.parse(readFileSync("bench/workbox/node_modules/workbox-background-sync/package.json", "utf8")).version, context: "window (self.registration shimmed as {})" } : null,
   results,
   memory,
   bundle,
   durationSeconds: Math.round((Date.now() - started) / 1000),
 };
+report.machine.loadAverageAtEnd = loadavg().map((l) => Math.round(l * 100) / 100);
 mkdirSync("bench/results", { recursive: true });
 writeFileSync("bench/results/latest.json", JSON.stringify(report, null, 2) + "\n");
 
@@ -280,9 +299,9 @@ for (const r of results) {
   const notes = [];
   if (s.registerTransactions !== undefined) notes.push(`${s.registerTransactions} register transactions`);
   if (s.idbTransactions) notes.push(`IDB tx ${s.idbTransactions.readwrite} rw + ${s.idbTransactions.readonly} ro`);
-  if (s.averageRequestMs !== undefined) notes.push(`avg request ${s.averageRequestMs} ms`);
+  if (s.averageRequestMs !== undefined) notes.push(`getMetrics().averageRequestMs ${s.averageRequestMs}`);
   if (s.peakJsHeapBytes) notes.push(`peak JS heap ${MiB(s.peakJsHeapBytes)} (from ${MiB(s.baselineJsHeapBytes)})`);
-  if (s.peakJsHeapBytes && s.wasmMemoryBytes) notes.push(`wasm memory ${MiB(s.wasmMemoryBytes)}`);
+  if (s.wasmMemoryBytes) notes.push(`wasm memory ${MiB(s.wasmMemoryBytes)}`);
   rows.push([`${r.sdk} ${r.what}`, r.n.toLocaleString("en-US"), r.concurrency ?? "–", r.runs, r.median.toLocaleString("en-US"), r.unit, notes.join("; ")]);
 }
 for (const [file, size] of Object.entries(bundle)) {
@@ -293,4 +312,7 @@ const line = (row) => row.map((cell, c) => (c === 4 ? String(cell).padStart(widt
 console.log(line(rows[0]));
 console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const row of rows.slice(1)) console.log(line(row));
-console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; ${report.durationSeconds} s; bench/results/latest.json`);
+console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; load average ${machine.loadAverageAtStart[0]} at start, ${report.machine.loadAverageAtEnd[0]} at end; ${report.durationSeconds} s; bench/results/latest.json`);
+if (Math.max(machine.loadAverageAtStart[0], report.machine.loadAverageAtEnd[0]) > machine.cores) {
+  console.log("note: the load average exceeded the core count: other processes shared the CPU, so rates are lower and noisier than on a quiet machine");
+}

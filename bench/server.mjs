@@ -1,7 +1,9 @@
 // A lean HTTP server on 127.0.0.1 for the benchmarks: serves pkg/, the bench
 // pages and the Workbox bundle, and answers every request to /api/* with 201
 // after reading its body, counting them per path (no bodies kept, so the
-// server stays cheap next to the browser it measures).
+// server stays cheap next to the browser it measures). A path under
+// /api/latency-<ms>/ is answered <ms> milliseconds late, like a server across
+// a real network.
 import { createServer } from "node:http";
 import { serveFile } from "../scripts/static.mjs";
 
@@ -12,6 +14,8 @@ export async function startBenchServer() {
     if (path.startsWith("/api/")) {
       let bytes = 0;
       for await (const chunk of req) bytes += chunk.length;
+      const latency = /^\/api\/latency-(\d+)\//.exec(path);
+      if (latency) await new Promise((ok) => setTimeout(ok, Number(latency[1])));
       counts.set(path, (counts.get(path) ?? 0) + 1);
       res.writeHead(201, { "content-type": "application/json" }).end(`{"ok":true,"bytes":${bytes}}`);
       return;
