@@ -29,7 +29,10 @@ const manifest = {
   keywords: ["offline", "sync", "indexeddb", "background-sync", "wasm", "outbox"],
 };
 writeFileSync(join(outDir, "package.json"), JSON.stringify(manifest, null, 2) + "\n");
-writeFileSync(join(outDir, "README.md"), readFileSync("README.md", "utf8"));
+// The package's README is the repository's, less what only concerns a checkout
+// of the repository (its two commands).
+const readme = readFileSync("README.md", "utf8").replace(/\n## Two commands\n[\s\S]*?(?=\n## )/, "\n");
+writeFileSync(join(outDir, "README.md"), readme);
 
 /** `any` → `unknown` in the raw wasm export signatures of a declaration file. */
 function withoutAny(text, inside) {
