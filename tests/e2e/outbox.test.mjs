@@ -202,6 +202,27 @@ test("a full storage quota fails the registration loudly with storage-quota and 
   await context.close();
 });
 
+test("a listener that throws is logged and stops neither the engine nor the other listeners", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  await page.goto(`${server.url}/pages/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  await page.evaluate(async () => {
+    await window.openClient({ name: `throwing-${Date.now()}`, logLevel: "error" });
+    window.client.on("sync:complete", () => { throw new Error("app bug in a listener"); });
+    window.seen = [];
+    window.client.on("sync:complete", (task) => window.seen.push(task.id));
+    for (const id of ["one", "two", "three"]) await window.client.register(id, { url: "/api/collect/throwing", data: { id } });
+  });
+  await waitInPage(page, () => window.seen.length === 3);
+  assert.equal(server.received("/api/collect/throwing").length, 3);
+  assert.ok(errors.some((e) => e.includes("[tidesync:") && e.includes("sync:complete")), `logged: ${errors.join(" | ")}`);
+  assert.equal((await page.evaluate(() => window.client.getTaskStatus("two"))).state, "complete");
+  await context.close();
+});
+
 test("bad options throw a TidesyncError naming the field", async () => {
   const context = await browser.newContext();
   const page = await openHarness(context, { name: `errors-${Date.now()}`, logLevel: "silent" });
