@@ -1483,6 +1483,42 @@ fn a_push_whose_answer_was_lost_is_resent_and_answered_duplicate_moving_the_vers
     assert!(b.queued().is_empty());
 }
 
+#[test]
+fn a_push_refused_as_a_whole_dead_letters_its_mutations_and_marks_their_records_rejected() {
+    let b = bench(Strategy::ServerWins);
+    b.put("task", "t1", json!({"title": "x"}));
+    b.put("task", "t2", json!({"title": "y"}));
+    b.transport.respond_with(|_, _| Ok(HttpResponse::new(413)));
+
+    b.flush();
+
+    assert_eq!(b.failed().len(), 2);
+    for id in ["t1", "t2"] {
+        let record = b.record("task", id);
+        assert_eq!(record.sync_status, RecordStatus::Rejected, "{id}");
+        assert!(record.sync_error.unwrap().contains("413"));
+        assert_eq!(record.pending_mutation_id, None);
+    }
+}
+
+#[test]
+fn a_mutation_that_exhausts_its_retries_marks_its_record_rejected() {
+    let mut config = Config::default();
+    config.outbox.retry.max_retries = 1;
+    let b = bench_with(config);
+    b.put("task", "t1", json!({"title": "x"}));
+    b.transport.respond_with(|_, _| Ok(HttpResponse::new(503)));
+
+    b.flush();
+    b.clock.advance(60_000.0);
+    b.flush();
+
+    assert_eq!(b.failed().len(), 1);
+    let t1 = b.record("task", "t1");
+    assert_eq!(t1.sync_status, RecordStatus::Rejected);
+    assert!(t1.sync_error.unwrap().contains("503"));
+}
+
 // ----- dead letters sent again -----
 
 #[test]

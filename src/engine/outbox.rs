@@ -855,6 +855,9 @@ impl<P: Ports> Outbox<P> {
         error: TaskError,
         reason: String,
     ) -> Result<(), StoreError> {
+        if let (TaskKind::Mutation, Some(replica)) = (task.kind, &self.replica) {
+            replica.abandon(&task, &error).await?;
+        }
         let failed = FailedTask {
             id: task.id.clone(),
             task,

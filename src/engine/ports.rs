@@ -273,6 +273,12 @@ pub trait Replica {
         tasks: &[Task],
         response: &HttpResponse,
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError>;
+    /// A mutation task went to the dead letters without a per-mutation
+    /// result (the push was refused as a whole, or its retries ran out):
+    /// its record must not stay `pending`.
+    async fn abandon(&self, _task: &Task, _error: &TaskError) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A client without replication: mutation tasks cannot exist.
@@ -310,6 +316,9 @@ impl<R: Replica> Replica for std::rc::Rc<R> {
         response: &HttpResponse,
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
         (**self).apply_push(tasks, response).await
+    }
+    async fn abandon(&self, task: &Task, error: &TaskError) -> Result<(), StoreError> {
+        (**self).abandon(task, error).await
     }
 }
 

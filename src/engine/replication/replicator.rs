@@ -904,4 +904,29 @@ impl<R: ReplicaPorts> Replica for Replicator<R> {
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
         self.apply_results(tasks, response).await
     }
+
+    async fn abandon(&self, task: &Task, error: &TaskError) -> Result<(), StoreError> {
+        let Some(mutation) = mutation_of(task) else {
+            return Ok(());
+        };
+        let id = mutation.id.unwrap_or_default();
+        let Some(mut local) = self.records.get_record(&mutation.entity_type, &id).await? else {
+            return Ok(());
+        };
+        // Only the record's latest change: an older mutation given up on
+        // says nothing about a newer one still queued.
+        if local.pending_mutation_id.as_deref() != Some(mutation.mutation_id.as_str()) {
+            return Ok(());
+        }
+        local.sync_status = RecordStatus::Rejected;
+        local.sync_error = Some(error.message.clone());
+        local.pending_mutation_id = None;
+        self.records
+            .apply(RecordChange {
+                records: vec![local],
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
 }
