@@ -978,6 +978,43 @@ fn a_conflict_for_a_change_superseded_in_flight_is_still_settled_by_the_strategy
     assert!(b.queued().is_empty());
 }
 
+#[test]
+fn last_write_wins_on_a_conflict_push_result_gives_a_tie_to_the_server() {
+    let b = bench(Strategy::LastWriteWins);
+    diverged(
+        &b,
+        Divergence {
+            local_at: T0 + 1_000.0,
+            remote_at: T0 + 1_000.0,
+        },
+    );
+
+    b.flush();
+
+    assert_eq!(b.pushes().len(), 1);
+    let t1 = b.record("task", "t1");
+    assert_eq!(data(&t1), json!({"title": "draft", "done": true}));
+    assert_eq!(t1.sync_status, RecordStatus::Synced);
+}
+
+#[test]
+fn the_app_settles_a_conflict_by_writing_the_record_which_is_pushed_on_the_server_version() {
+    let b = bench(Strategy::ServerWins);
+    *b.on_conflict.callback.borrow_mut() = Some(Box::new(|_, _| Err("the app threw".into())));
+    diverged(&b, LOCAL_FIRST);
+    b.pull();
+
+    b.put("task", "t1", json!({"title": "settled", "done": true}));
+    b.flush();
+
+    let server = b.server.borrow().get("task", "t1");
+    assert_eq!(server.version, 3);
+    assert_eq!(server.data["title"], "settled");
+    let t1 = b.record("task", "t1");
+    assert_eq!((t1.version, t1.sync_status), (3, RecordStatus::Synced));
+    assert_eq!(t1.conflict_remote, None);
+}
+
 // ----- coalescing -----
 
 #[test]
@@ -1339,6 +1376,35 @@ fn a_pull_never_overwrites_an_unsent_change_with_the_server_version_it_is_based_
     assert_eq!(data(&t1), json!({"n": 100}));
     assert_eq!((t1.version, t1.sync_status), (1, RecordStatus::Pending));
     assert_eq!(b.queued().len(), 1, "its mutation is still queued");
+}
+
+#[test]
+fn a_new_entity_type_list_pulls_from_the_beginning() {
+    let b = bench(Strategy::ServerWins);
+    seed_server(&b, 2);
+    b.pull();
+    assert_eq!(b.cursor().as_deref(), Some("2"));
+
+    let reopened = block_on(Replicator::<MemoryReplica>::open(
+        b.records.clone(),
+        b.transport.clone(),
+        b.clock.clone(),
+        b.events.clone(),
+        b.on_conflict.clone(),
+        ReplicationOptions {
+            server_url: SERVER.into(),
+            entity_types: vec!["task".into(), "note".into(), "tag".into()],
+            strategy: Strategy::ServerWins,
+            batch_size: 50,
+            page_size: 100,
+            request_timeout: 30_000,
+        },
+    ))
+    .unwrap();
+    block_on(reopened.pull(|_| {})).unwrap();
+
+    assert_eq!(b.pulls().last().unwrap().cursor, None);
+    assert_eq!(b.query("task"), ["t1", "t2"]);
 }
 
 // ----- verify -----
