@@ -1550,6 +1550,44 @@ fn a_push_whose_answer_was_lost_is_resent_and_answered_duplicate_moving_the_vers
 }
 
 #[test]
+fn an_edit_after_a_lost_push_answer_is_sent_behind_the_sent_mutation_and_is_kept() {
+    let b = bench(Strategy::ServerWins);
+    b.put("task", "t1", json!({"title": "first"}));
+    b.server.borrow_mut().lose_push_answers = true;
+    b.flush();
+    assert_eq!(
+        b.server.borrow().get("task", "t1").version,
+        1,
+        "applied, answer lost"
+    );
+
+    b.put("task", "t1", json!({"title": "second"}));
+    assert_eq!(b.queued().len(), 2, "the sent mutation is not folded into");
+    b.server.borrow_mut().lose_push_answers = false;
+    b.clock.advance(60_000.0);
+    b.flush();
+    b.flush();
+
+    let answered = b.server.borrow().answered.clone();
+    assert_eq!(
+        answered[1..],
+        [
+            ("t1".to_owned(), protocol::MutationStatus::Duplicate),
+            ("t1".to_owned(), protocol::MutationStatus::Applied)
+        ],
+        "the replay is a duplicate, the edit applies on the acknowledged version"
+    );
+    assert_eq!(b.server.borrow().get("task", "t1").version, 2);
+    let record = b.record("task", "t1");
+    assert_eq!(record.data["title"], "second", "the later edit survives");
+    assert_eq!(
+        (record.version, record.sync_status),
+        (2, RecordStatus::Synced)
+    );
+    assert!(b.queued().is_empty());
+}
+
+#[test]
 fn a_push_refused_as_a_whole_dead_letters_its_mutations_and_marks_their_records_rejected() {
     let b = bench(Strategy::ServerWins);
     b.put("task", "t1", json!({"title": "x"}));

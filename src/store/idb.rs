@@ -14,6 +14,7 @@
 
 use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
+use crate::engine::replication::replicator::keep_sent_mutation;
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
@@ -478,6 +479,16 @@ impl RecordStore for IdbStore {
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
+        let mut task = task;
+        let queued: Option<Task> = match tasks
+            .get(JsValue::from_str(&task.id))
+            .await
+            .map_err(map_error)?
+        {
+            Some(value) => Some(from_js(value)?),
+            None => None,
+        };
+        keep_sent_mutation(queued.as_ref(), &mut task);
         let stored = register_in(&tasks, &meta, vec![task]).await?;
         records
             .put(&to_js(record)?, None)

@@ -4,6 +4,7 @@
 
 use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
+use crate::engine::replication::replicator::keep_sent_mutation;
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use std::cell::{Cell, RefCell};
@@ -198,6 +199,8 @@ impl RecordStore for MemoryRecords {
     }
 
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
+        let mut task = task;
+        keep_sent_mutation(self.tasks.task(&task.id).as_ref(), &mut task);
         let stored = self.tasks.register_tasks(vec![task]).await?;
         self.records.borrow_mut().insert(
             (record.entity_type.clone(), record.id.clone()),

@@ -103,6 +103,18 @@ pub struct Replicator<R: ReplicaPorts> {
     pulling: Cell<bool>,
 }
 
+/// Decides whether a new local write may replace the record's queued
+/// mutation (`queued`, if any). It may while that mutation was never sent:
+/// consecutive writes coalesce. Once it was sent, the server may have
+/// applied it even though no answer arrived, so it must go out as it is
+/// (a replay is answered `duplicate`); the new write is queued as a task of
+/// its own, behind it in the record's ordering key.
+pub fn keep_sent_mutation(queued: Option<&Task>, new: &mut Task) {
+    if queued.is_some_and(|q| q.attempts > 0) {
+        new.id = format!("{}#{}", new.id, new.idempotency_key);
+    }
+}
+
 /// The id of the mutation task of a record: one per record, so
 /// consecutive writes coalesce into one queued mutation.
 pub fn mutation_task_id(entity_type: &str, id: &str) -> String {
