@@ -135,6 +135,20 @@ async function tidesyncReplay(n, concurrency, sampleHeap, latency = 0) {
   }
 }
 
+async function registerBehindBacklog(backlog, n) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const path = `/api/tidesync-behind-${++pathSeq}`;
+    const failPath = `/api/unavailable/backlog-${pathSeq}`;
+    const r = await page.evaluate((a) => window.registerBehindBacklog(a), { name: `behind-${pathSeq}`, backlog, n, failPath, path });
+    if (backlog > 0 && r.circuit !== "open") throw new Error(`the circuit did not open (${r.circuit})`);
+    if (r.pending !== backlog + n) throw new Error(`expected ${backlog + n} queued, found ${r.pending}`);
+    return { count: n, ms: r.ms, extra: { idbTransactions: r.idb, flushes: r.flushes } };
+  } finally {
+    await context.close();
+  }
+}
+
 async function rawFetch(n, concurrency) {
   const { context, page } = await openPage("tidesync");
   try {
@@ -222,6 +236,10 @@ try {
     await measure({ id: `tidesync.enqueue.sequential.${n}`, sdk: "Tidesync", what: "enqueue, awaited one by one", n, concurrency: null, unit: "tasks/s" },
       n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncEnqueue(n, "sequential"));
   }
+  for (const backlog of [100, 1000, 10000]) {
+    await measure({ id: `tidesync.enqueue.behind-open-circuit.${backlog}`, sdk: "Tidesync", what: `enqueue one by one, autoFlush, ${backlog.toLocaleString("en-US")} queued behind an open circuit`, n: 20, concurrency: null, unit: "tasks/s" },
+      backlog >= 10000 ? LONG_RUNS : RUNS, () => registerBehindBacklog(backlog, 20));
+  }
   for (const concurrency of [1, 4, 6]) {
     await measure({ id: `fetch.raw.500.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: 500, concurrency, unit: "requests/s" },
       RUNS, () => rawFetch(500, concurrency));
@@ -271,11 +289,18 @@ for (const [key, id] of [["tidesync", "tidesync.replay.10000.c4"], ["workbox", "
 // ---------- output ----------
 
 let commit = "unknown";
-try { commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(); } catch { /* not a checkout */ }
+let srcChanged = null;
+try {
+  commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+  srcChanged = execFileSync("git", ["status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"], { encoding: "utf8" }).trim().length > 0;
+} catch { /* not a checkout */ }
 const report = {
   date: new Date().toISOString(),
   command: "npm run bench",
   commit,
+  // pkg/ is measured as it is: built from this commit, or from a work tree
+  // whose src/ differed from it (srcChanged).
+  pkg: { builtAt: statSync("pkg/tidesync_bg.wasm").mtime.toISOString(), srcChanged },
   machine,
   settings: {
     runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, latencyMs: LATENCY_MS,
@@ -298,6 +323,7 @@ for (const r of results) {
   const s = r.medianSample;
   const notes = [];
   if (s.registerTransactions !== undefined) notes.push(`${s.registerTransactions} register transactions`);
+  if (s.flushes !== undefined && r.id.includes("behind")) notes.push(`${s.flushes} flushes`);
   if (s.idbTransactions) notes.push(`IDB tx ${s.idbTransactions.readwrite} rw + ${s.idbTransactions.readonly} ro`);
   if (s.averageRequestMs !== undefined) notes.push(`getMetrics().averageRequestMs ${s.averageRequestMs}`);
   if (s.peakJsHeapBytes) notes.push(`peak JS heap ${MiB(s.peakJsHeapBytes)} (from ${MiB(s.baselineJsHeapBytes)})`);
@@ -313,6 +339,6 @@ console.log(line(rows[0]));
 console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const row of rows.slice(1)) console.log(line(row));
 console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; load average ${machine.loadAverageAtStart[0]} at start, ${report.machine.loadAverageAtEnd[0]} at end; ${report.durationSeconds} s; bench/results/latest.json`);
-if (Math.max(machine.loadAverageAtStart[0], report.machine.loadAverageAtEnd[0]) > machine.cores) {
-  console.log("note: the load average exceeded the core count: other processes shared the CPU, so rates are lower and noisier than on a quiet machine");
+if (machine.loadAverageAtStart[0] > machine.cores / 2) {
+  console.log("note: the machine was busy when the bench started (1-minute load average above half the cores): other processes shared the CPU, so rates are lower and noisier than on a quiet machine");
 }

@@ -3,7 +3,7 @@
 // after reading its body, counting them per path (no bodies kept, so the
 // server stays cheap next to the browser it measures). A path under
 // /api/latency-<ms>/ is answered <ms> milliseconds late, like a server across
-// a real network.
+// a real network; one under /api/unavailable/ gets 503 (after its body is read).
 import { createServer } from "node:http";
 import { serveFile } from "../scripts/static.mjs";
 
@@ -17,6 +17,10 @@ export async function startBenchServer() {
       const latency = /^\/api\/latency-(\d+)\//.exec(path);
       if (latency) await new Promise((ok) => setTimeout(ok, Number(latency[1])));
       counts.set(path, (counts.get(path) ?? 0) + 1);
+      if (path.startsWith("/api/unavailable/")) {
+        res.writeHead(503, { "content-type": "application/json" }).end('{"error":"unavailable"}');
+        return;
+      }
       res.writeHead(201, { "content-type": "application/json" }).end(`{"ok":true,"bytes":${bytes}}`);
       return;
     }
