@@ -63,6 +63,9 @@ pub struct StoredRecord {
     pub data: Map<String, Value>,
     pub version: i64,
     pub updated_at: i64,
+    /// When the stored change was made on its client; `None` for rows
+    /// written before the column existed.
+    pub changed_at: Option<i64>,
     pub is_deleted: bool,
     pub seq: i64,
 }
@@ -90,6 +93,7 @@ impl StoredRecord {
             data,
             version: row.try_get("version")?,
             updated_at: row.try_get("updated_at")?,
+            changed_at: row.try_get::<Option<i64>, _>("changed_at")?,
             is_deleted: row.try_get::<i64, _>("is_deleted")? != 0,
             seq: row.try_get("seq")?,
         })
@@ -107,7 +111,7 @@ pub struct ItemOutcome {
     pub record: Value,
 }
 
-const COLUMNS: &str = "entity_type, id, data, version, updated_at, is_deleted, seq";
+const COLUMNS: &str = "entity_type, id, data, version, updated_at, changed_at, is_deleted, seq";
 
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -282,6 +286,7 @@ impl Repo {
                 data: r.data.clone(),
                 version: r.version,
                 updated_at: r.updated_at,
+                changed_at: r.changed_at.unwrap_or(r.updated_at),
                 is_deleted: r.is_deleted,
             });
             let decision = decide(strategy(&item.entity_type), existing.as_ref(), &item, now);
@@ -290,6 +295,8 @@ impl Repo {
                     seq += 1;
                     let version = current.as_ref().map_or(1, |r| r.version + 1);
                     let updated_at = current.as_ref().map_or(now, |r| r.updated_at.max(now));
+                    // A client clock ahead of ours must not win every later conflict.
+                    let changed_at = item.client_ts_ms.unwrap_or(now).min(now);
                     let data_text = Value::Object(data.clone()).to_string();
                     let sync_status = data
                         .get("sync_status")
@@ -300,12 +307,13 @@ impl Repo {
                         .map(str::to_owned);
                     sqlx::query(
                         "INSERT INTO records \
-                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET \
                          data = excluded.data, version = excluded.version, \
                          updated_at = excluded.updated_at, is_deleted = excluded.is_deleted, \
-                         seq = excluded.seq, sync_status = excluded.sync_status",
+                         seq = excluded.seq, sync_status = excluded.sync_status, \
+                         changed_at = excluded.changed_at",
                     )
                     .bind(tenant)
                     .bind(&item.entity_type)
@@ -316,6 +324,7 @@ impl Repo {
                     .bind(i64::from(*deleted))
                     .bind(seq)
                     .bind(sync_status)
+                    .bind(changed_at)
                     .execute(&mut *tx)
                     .await?;
                     record_json(&id, data, version, updated_at, *deleted)

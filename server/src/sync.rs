@@ -44,6 +44,8 @@ pub struct Existing {
     pub data: Map<String, Value>,
     pub version: i64,
     pub updated_at: i64,
+    /// When the stored change was made on its client (last-write-wins).
+    pub changed_at: i64,
     pub is_deleted: bool,
 }
 
@@ -94,7 +96,7 @@ pub fn decide(
         Strategy::ServerWins => conflict(None, Winner::Server),
         Strategy::ClientWins => conflict(Some(client_state()), Winner::Client),
         Strategy::LastWriteWins => {
-            if item.client_ts_ms.unwrap_or(now_ms) > e.updated_at {
+            if item.client_ts_ms.unwrap_or(now_ms).min(now_ms) > e.changed_at {
                 conflict(Some(client_state()), Winner::Client)
             } else {
                 conflict(None, Winner::Server)
@@ -360,6 +362,7 @@ mod tests {
                 .unwrap(),
             version: 3,
             updated_at: 1_000,
+            changed_at: 1_000,
             is_deleted: false,
         }
     }
@@ -426,12 +429,42 @@ mod tests {
         let older = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(500));
         let newer = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(2_000));
         assert_eq!(
-            decide(Strategy::LastWriteWins, Some(&e), &older, 5).winner,
+            decide(Strategy::LastWriteWins, Some(&e), &older, 10_000).winner,
             Some(Winner::Server)
         );
-        let d = decide(Strategy::LastWriteWins, Some(&e), &newer, 5);
+        let d = decide(Strategy::LastWriteWins, Some(&e), &newer, 10_000);
         assert_eq!(d.winner, Some(Winner::Client));
         assert!(d.write.is_some());
+    }
+
+    #[test]
+    fn last_write_wins_compares_edit_times_not_arrival_times() {
+        // Stored at 9,000 (server time) but edited at 1,000 on its device;
+        // an edit made at 2,000 that arrives later still wins.
+        let e = Existing {
+            updated_at: 9_000,
+            changed_at: 1_000,
+            ..existing()
+        };
+        let later_edit = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(2_000));
+        assert_eq!(
+            decide(Strategy::LastWriteWins, Some(&e), &later_edit, 10_000).winner,
+            Some(Winner::Client)
+        );
+    }
+
+    #[test]
+    fn a_client_clock_ahead_of_the_server_does_not_win_by_it() {
+        let e = Existing {
+            changed_at: 10_000,
+            ..existing()
+        };
+        let future = item(Op::Upsert, Some(1), json!({"name": "c"}), Some(99_999_999));
+        assert_eq!(
+            decide(Strategy::LastWriteWins, Some(&e), &future, 10_000).winner,
+            Some(Winner::Server),
+            "capped at the server's now, a tie goes to the server"
+        );
     }
 
     #[test]

@@ -50,17 +50,20 @@ async function twoDevicesEditOffline(strategy) {
     await b.evaluate(() => window.client.sync());
     assert.equal((await b.evaluate(() => window.client.query("notes"))).length, 2, "B starts with A's notes");
 
-    // Both devices go offline and edit; A comes back first, B edits n1 last.
+    // Both devices go offline and edit; B edits n1 after A did. Then both
+    // come online: A syncs first, then B, then A again.
     await ctxA.setOffline(true);
     await ctxB.setOffline(true);
     await a.evaluate(() => window.client.put("notes", { id: "n1", title: "A's title", body: "first" }));
-    await b.evaluate(() => window.client.delete("notes", "n2"));
+    await new Promise((r) => setTimeout(r, 30));
+    await b.evaluate(async () => {
+      await window.client.delete("notes", "n2");
+      await window.client.put("notes", { id: "n1", title: "one", body: "B's body" });
+    });
     assert.equal((await a.evaluate(() => window.client.get("notes", "n1"))).syncStatus, "pending");
     await ctxA.setOffline(false);
-    await a.evaluate(() => window.client.sync());
-    await new Promise((r) => setTimeout(r, 30));
-    await b.evaluate(() => window.client.put("notes", { id: "n1", title: "one", body: "B's body" }));
     await ctxB.setOffline(false);
+    await a.evaluate(() => window.client.sync());
     await b.evaluate(() => window.client.sync());
     await a.evaluate(() => window.client.sync());
 
@@ -80,7 +83,7 @@ async function twoDevicesEditOffline(strategy) {
   }
 }
 
-test("two devices edit offline; last-write-wins keeps the later edit and the delete", async () => {
+test("two devices edit offline; last-write-wins keeps the later edit (by edit time, not arrival) and the delete", async () => {
   const { notes } = await twoDevicesEditOffline("last-write-wins");
   assert.deepEqual(notes, { n1: { title: "one", body: "B's body" } });
 });
