@@ -135,6 +135,18 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// Reads a wire name (`server-wins`, `client-wins`, `last-write-wins`,
+    /// `merge`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "server-wins" => Some(Strategy::ServerWins),
+            "client-wins" => Some(Strategy::ClientWins),
+            "last-write-wins" => Some(Strategy::LastWriteWins),
+            "merge" => Some(Strategy::Merge),
+            _ => None,
+        }
+    }
+
     /// The wire name, e.g. `last-write-wins`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -295,15 +295,7 @@ impl Store for IdbStore {
             finish(tx).await?;
             return from_js(queued).map(Some);
         }
-        let seq_entry = meta
-            .get(JsValue::from_str(SEQ_KEY))
-            .await
-            .map_err(map_error)?;
-        let seq = seq_entry
-            .and_then(|e| js_sys::Reflect::get(&e, &JsValue::from_str("value")).ok())
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0) as u64
-            + 1;
+        let seq = last_seq(&meta).await? + 1;
         let mut task = failed.task;
         task.seq = seq;
         task.attempts = 0;
@@ -339,6 +331,18 @@ impl Store for IdbStore {
     }
 }
 
+/// The last task `seq` given out, read inside an open transaction.
+async fn last_seq(meta: &rexie::Store) -> Result<u64, StoreError> {
+    let entry = meta
+        .get(JsValue::from_str(SEQ_KEY))
+        .await
+        .map_err(map_error)?;
+    Ok(entry
+        .and_then(|e| js_sys::Reflect::get(&e, &JsValue::from_str("value")).ok())
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0) as u64)
+}
+
 /// Registers tasks inside an open transaction over `tasks` and `meta`: new
 /// ids get the next seqs of the persisted counter, queued ids keep their
 /// place and get `revision + 1`.
@@ -350,17 +354,7 @@ async fn register_in(
     if batch.is_empty() {
         return Ok(batch);
     }
-    let seq_entry = meta
-        .get(JsValue::from_str(SEQ_KEY))
-        .await
-        .map_err(map_error)?;
-    let mut seq: u64 = match seq_entry {
-        Some(entry) => js_sys::Reflect::get(&entry, &JsValue::from_str("value"))
-            .ok()
-            .and_then(|v| v.as_f64())
-            .unwrap_or(0.0) as u64,
-        None => 0,
-    };
+    let mut seq = last_seq(meta).await?;
     let existing: HashSet<String> = if batch.len() == 1 {
         // One lookup beats listing every key of a long queue.
         let found = tasks

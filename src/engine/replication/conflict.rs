@@ -3,38 +3,11 @@
 //! record (on pull, or as a push result). The strategy picks the data the
 //! record ends with, and whether the local change must still be sent.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    ServerWins,
-    ClientWins,
-    LastWriteWins,
-    Merge,
-}
-
-impl Strategy {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "server-wins" => Some(Self::ServerWins),
-            "client-wins" => Some(Self::ClientWins),
-            "last-write-wins" => Some(Self::LastWriteWins),
-            "merge" => Some(Self::Merge),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ServerWins => "server-wins",
-            Self::ClientWins => "client-wins",
-            Self::LastWriteWins => "last-write-wins",
-            Self::Merge => "merge",
-        }
-    }
-}
+/// The strategies are the protocol's: the server and the client settle
+/// conflicts by the same names.
+pub use tidesync_protocol::Strategy;
 
 /// One side of a conflict.
 #[derive(Clone, Debug, PartialEq)]

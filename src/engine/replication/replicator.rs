@@ -496,6 +496,27 @@ impl<R: ReplicaPorts> Replicator<R> {
         }
     }
 
+    /// One page of changes after `cursor`.
+    async fn pull_page(
+        &self,
+        cursor: Option<String>,
+        entity_types: Vec<String>,
+    ) -> Result<protocol::PullResponse, ReplicationError> {
+        let request = protocol::PullRequest {
+            cursor,
+            entity_types,
+            limit: Some(self.options.page_size),
+            last_sync_timestamp: None,
+        };
+        let body = serde_json::to_value(&request)
+            .map_err(|e| ReplicationError::InvalidRecord(e.to_string()))?;
+        let json = self.call(protocol::PULL_PATH, body).await?;
+        serde_json::from_value(json).map_err(|e| ReplicationError::Http {
+            status: 200,
+            message: format!("unreadable pull page: {e}"),
+        })
+    }
+
     /// Pulls every change after the stored cursor, page by page; each page is
     /// applied with its cursor in one transaction, so an interrupted pull
     /// resumes where it stopped. Returns the counts and the tasks queued by
@@ -530,20 +551,9 @@ impl<R: ReplicaPorts> Replicator<R> {
             .await?
             .filter(|c| !c.is_empty());
         loop {
-            let request = protocol::PullRequest {
-                cursor: cursor.clone(),
-                entity_types: self.options.entity_types.clone(),
-                limit: Some(self.options.page_size),
-                last_sync_timestamp: None,
-            };
-            let body = serde_json::to_value(&request)
-                .map_err(|e| ReplicationError::InvalidRecord(e.to_string()))?;
-            let json = self.call(protocol::PULL_PATH, body).await?;
-            let page: protocol::PullResponse =
-                serde_json::from_value(json).map_err(|e| ReplicationError::Http {
-                    status: 200,
-                    message: format!("unreadable pull page: {e}"),
-                })?;
+            let page = self
+                .pull_page(cursor.clone(), self.options.entity_types.clone())
+                .await?;
             let (count, conflicts, tasks) =
                 self.apply_page(&page.data, page.cursor.clone()).await?;
             report.pulled += count;
@@ -672,20 +682,9 @@ impl<R: ReplicaPorts> Replicator<R> {
         let mut repaired = 0;
         let mut cursor: Option<String> = None;
         loop {
-            let request = protocol::PullRequest {
-                cursor: cursor.clone(),
-                entity_types: vec![entity_type.to_owned()],
-                limit: Some(self.options.page_size),
-                last_sync_timestamp: None,
-            };
-            let body = serde_json::to_value(&request)
-                .map_err(|e| ReplicationError::InvalidRecord(e.to_string()))?;
-            let json = self.call(protocol::PULL_PATH, body).await?;
-            let page: protocol::PullResponse =
-                serde_json::from_value(json).map_err(|e| ReplicationError::Http {
-                    status: 200,
-                    message: format!("unreadable pull page: {e}"),
-                })?;
+            let page = self
+                .pull_page(cursor.clone(), vec![entity_type.to_owned()])
+                .await?;
             let mut change = RecordChange::default();
             for value in page.data.get(entity_type).into_iter().flatten() {
                 let Some(remote) = RemoteRecord::from_json(value) else {
