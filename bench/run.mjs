@@ -12,8 +12,9 @@
 //                                            request or transaction at a time (default 1:
 //                                            25 s to 2 min each)
 //   BENCH_ONLY='replay\.1000' node bench/run.mjs  only the measurements whose id matches
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { execFileSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { startBenchServer } from "./server.mjs";
@@ -36,7 +37,27 @@ const median = (values) => {
 };
 const log = (...args) => console.error(`[bench +${((Date.now() - started) / 1000).toFixed(0)}s]`, ...args);
 
-const server = await startBenchServer();
+// Measure one build: a snapshot of pkg/ taken now, so a rebuild of pkg/
+// during the run (scripts/build.sh swaps it) cannot mix two builds.
+const pkgDir = mkdtempSync(join(tmpdir(), "tidesync-bench-pkg-"));
+for (let attempt = 1; ; attempt++) {
+  try {
+    cpSync("pkg", pkgDir, { recursive: true });
+    break;
+  } catch (error) {
+    if (attempt >= 20) throw error; // pkg/ is swapped in one rename: retry briefly
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+}
+process.on("exit", () => rmSync(pkgDir, { recursive: true, force: true }));
+let commit = "unknown";
+let srcChanged = null;
+try {
+  commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
+  srcChanged = execFileSync("git", ["status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"], { encoding: "utf8" }).trim().length > 0;
+} catch { /* not a checkout */ }
+const pkgBuiltAt = statSync(join(pkgDir, "tidesync_bg.wasm")).mtime.toISOString();
+const server = await startBenchServer({ pkgDir });
 const browser = await launchBrowser();
 let pathSeq = 0;
 
@@ -270,9 +291,9 @@ try {
 // ---------- bundle size ----------
 
 const bundle = {};
-for (const file of ["pkg/tidesync_bg.wasm", "pkg/tidesync.js"]) {
-  const bytes = readFileSync(file);
-  bundle[file] = { bytes: statSync(file).size, gzipBytes: gzipSync(bytes, { level: 9 }).length };
+for (const file of ["tidesync_bg.wasm", "tidesync.js"]) {
+  const bytes = readFileSync(join(pkgDir, file));
+  bundle[`pkg/${file}`] = { bytes: bytes.length, gzipBytes: gzipSync(bytes, { level: 9 }).length };
 }
 
 // ---------- memory summary ----------
@@ -288,19 +309,13 @@ for (const [key, id] of [["tidesync", "tidesync.replay.10000.c4"], ["workbox", "
 
 // ---------- output ----------
 
-let commit = "unknown";
-let srcChanged = null;
-try {
-  commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim();
-  srcChanged = execFileSync("git", ["status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"], { encoding: "utf8" }).trim().length > 0;
-} catch { /* not a checkout */ }
 const report = {
   date: new Date().toISOString(),
   command: "npm run bench",
   commit,
-  // pkg/ is measured as it is: built from this commit, or from a work tree
-  // whose src/ differed from it (srcChanged).
-  pkg: { builtAt: statSync("pkg/tidesync_bg.wasm").mtime.toISOString(), srcChanged },
+  // pkg/ (a snapshot taken at the start) is measured as it is: built from
+  // this commit, or from a work tree whose src/ differed from it (srcChanged).
+  pkg: { builtAt: pkgBuiltAt, srcChanged },
   machine,
   settings: {
     runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, latencyMs: LATENCY_MS,

@@ -7,7 +7,8 @@
 import { createServer } from "node:http";
 import { serveFile } from "../scripts/static.mjs";
 
-export async function startBenchServer() {
+/** `pkgDir`: where /pkg/ is served from (bench/run.mjs passes a snapshot of pkg/). */
+export async function startBenchServer({ pkgDir = "pkg" } = {}) {
   const counts = new Map(); // path → requests received
   const server = createServer(async (req, res) => {
     const path = new URL(req.url, "http://127.0.0.1").pathname;
@@ -24,7 +25,7 @@ export async function startBenchServer() {
       res.writeHead(201, { "content-type": "application/json" }).end(`{"ok":true,"bytes":${bytes}}`);
       return;
     }
-    if (path.startsWith("/pkg/") && serveFile("pkg", path.slice(5), res)) return;
+    if (path.startsWith("/pkg/") && serveFile(pkgDir, path.slice(5), res)) return;
     if (path.startsWith("/bench/") && serveFile("bench/pages", path.slice(7), res)) return;
     if (path.startsWith("/workbox/") && serveFile("bench/workbox/dist", path.slice(9), res)) return;
     if (path === "/favicon.ico") { res.writeHead(204).end(); return; }
