@@ -1057,6 +1057,33 @@ fn the_breaker_opens_after_the_threshold_and_lets_nothing_through_while_open() {
 }
 
 #[test]
+fn a_flush_behind_an_open_circuit_does_not_read_the_queue_back_from_storage() {
+    let b = bench_with(breaker_options(), None);
+    for i in 0..3 {
+        b.register(post(&format!("t{i}")));
+    }
+    b.respond(|_, _| answer(503));
+    b.flush();
+    assert_eq!(b.outbox.status().circuit, "open");
+    let loads = b.store.loads.get();
+
+    b.register(post("while-open"));
+    let report = b.flush();
+
+    assert_eq!(
+        b.store.loads.get(),
+        loads,
+        "no O(queue) read when nothing can be sent"
+    );
+    assert_eq!(
+        report.next_wakeup_at,
+        Some(T0 + 1000.0),
+        "woken for the probe"
+    );
+    assert_eq!(b.outbox.status().pending_count, 4);
+}
+
+#[test]
 fn a_half_open_breaker_sends_one_probe_and_a_failed_probe_doubles_the_cooldown() {
     let b = bench_with(breaker_options(), None);
     for i in 0..3 {

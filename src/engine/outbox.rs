@@ -308,6 +308,11 @@ impl<P: Ports> Outbox<P> {
         result
     }
 
+    fn cannot_send(&self) -> bool {
+        let state = self.state.borrow();
+        state.closed || state.auth_paused || !state.breaker.would_allow(self.clock.now())
+    }
+
     fn has_due_work(&self, state: &State) -> bool {
         let now = self.clock.now();
         !state.auth_paused && state.schedule.next_due_at().is_some_and(|at| at <= now)
@@ -334,6 +339,13 @@ impl<P: Ports> Outbox<P> {
     }
 
     async fn flush_once(&self) -> Result<FlushReport, StoreError> {
+        // Nothing can be sent (the circuit is open, or credentials were
+        // refused): do not read the whole queue back from storage for
+        // nothing — with a long queue that made every registration cost
+        // O(queue). The wake timer comes back when the breaker lets a probe.
+        if self.cannot_send() {
+            return Ok(self.idle_report());
+        }
         let _guard = self.locks.acquire().await;
         if self.is_closed() {
             return Ok(self.idle_report());

@@ -17,6 +17,8 @@ pub struct MemoryStore {
     seq: Cell<u64>,
     /// Number of write transactions, so tests can check group commit.
     pub transactions: Cell<u64>,
+    /// Number of full reads of the queue (`load_tasks`).
+    pub loads: Cell<u64>,
     /// When set, every write fails with this error (quota, unavailable…).
     pub fail_writes: RefCell<Option<StoreError>>,
 }
@@ -45,6 +47,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn load_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.loads.set(self.loads.get() + 1);
         Ok(self.tasks.borrow().values().cloned().collect())
     }
 
