@@ -89,7 +89,9 @@ pub fn measure_phase(name: &str, start: f64, client: &str, detail: &JsValue) {
             inner.events.logger().log(level, phase, Some(&detail));
         }
         if name == "tidesync:flush" {
-            inspector.post_now();
+            if inspector.observed.get() {
+                inspector.post_now();
+            }
         } else {
             inspector.schedule();
         }
@@ -295,6 +297,10 @@ struct Inspector {
     /// page went away (or came back from the back/forward cache).
     page_listeners: RefCell<Vec<PageListener>>,
     pending: Cell<bool>,
+    /// An inspector said hello: from then on every change is posted. Until
+    /// then only the announcement at open is, so an app nobody inspects
+    /// pays nothing for snapshots (they read the whole queue).
+    observed: Cell<bool>,
     last_post: Cell<f64>,
     seq: Cell<u64>,
     failed: RefCell<Option<Vec<FailedTask>>>,
@@ -311,6 +317,7 @@ fn open_inspector(inner: &Rc<Inner>) {
         on_message: RefCell::new(None),
         page_listeners: RefCell::new(Vec::new()),
         pending: Cell::new(false),
+        observed: Cell::new(false),
         last_post: Cell::new(0.0),
         seq: Cell::new(0),
         failed: RefCell::new(None),
@@ -498,7 +505,11 @@ impl Inspector {
     /// A snapshot after at most [`THROTTLE_MS`] since the previous one;
     /// changes in the meantime fold into it.
     fn schedule(self: &Rc<Self>) {
-        if self.channel.is_none() || self.shut.get() || self.pending.replace(true) {
+        if !self.observed.get()
+            || self.channel.is_none()
+            || self.shut.get()
+            || self.pending.replace(true)
+        {
             return;
         }
         let wait =
@@ -628,7 +639,10 @@ impl Inspector {
     fn on_message(self: &Rc<Self>, data: JsValue) {
         let kind = global::prop(&data, "type").as_string().unwrap_or_default();
         match kind.as_str() {
-            "hello" => self.post_now(),
+            "hello" => {
+                self.observed.set(true);
+                self.post_now();
+            }
             "retryFailed" | "discardFailed" => {
                 let Some(id) = global::prop(&data, "id").as_string() else {
                     return;
