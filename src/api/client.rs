@@ -355,6 +355,56 @@ impl SyncClient {
         }
     }
 
+    /// Asks the browser to keep this origin's storage under pressure
+    /// (`navigator.storage.persist()`), so the outbox is not evicted.
+    /// Resolves whether storage is persistent; `false` where the API is missing.
+    #[wasm_bindgen(js_name = requestPersistentStorage, unchecked_return_type = "Promise<boolean>")]
+    pub fn request_persistent_storage(&self) -> Promise {
+        future_to_promise(async move {
+            let storage = global::prop(&global::get("navigator"), "storage");
+            let Ok(pending) = global::call(&storage, "persist", &[]) else {
+                return Ok(JsValue::FALSE);
+            };
+            let granted = JsFuture::from(Promise::from(pending))
+                .await
+                .unwrap_or(JsValue::FALSE);
+            Ok(JsValue::from_bool(granted.as_bool() == Some(true)))
+        })
+    }
+
+    /// `{usage, quota, persisted}` in bytes for this origin
+    /// (`navigator.storage.estimate()`), or `null` where the API is missing.
+    #[wasm_bindgen(js_name = getStorageEstimate, unchecked_return_type = "Promise<StorageEstimate | null>")]
+    pub fn get_storage_estimate(&self) -> Promise {
+        future_to_promise(async move {
+            let storage = global::prop(&global::get("navigator"), "storage");
+            let Ok(pending) = global::call(&storage, "estimate", &[]) else {
+                return Ok(JsValue::NULL);
+            };
+            let estimate = JsFuture::from(Promise::from(pending)).await?;
+            let persisted = match global::call(&storage, "persisted", &[]) {
+                Ok(p) => JsFuture::from(Promise::from(p))
+                    .await
+                    .ok()
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false),
+                Err(_) => false,
+            };
+            let number = |name: &str| global::prop(&estimate, name).as_f64().unwrap_or(0.0);
+            #[derive(serde::Serialize)]
+            struct Estimate {
+                usage: f64,
+                quota: f64,
+                persisted: bool,
+            }
+            to_js_value(&Estimate {
+                usage: number("usage"),
+                quota: number("quota"),
+                persisted,
+            })
+        })
+    }
+
     /// Page side: registers a Background Sync tag (default `"tidesync"`).
     /// Resolves `false` where the browser has no Background Sync API; the
     /// client then relies on `online` events and flushing on load.

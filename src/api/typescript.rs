@@ -136,6 +136,9 @@ export interface SyncMetrics {
   lastFlushDurationMs: number; averageRequestMs: number; totalRequestMs: number;
 }
 
+/** This origin's storage, in bytes (`navigator.storage.estimate()`). */
+export interface StorageEstimate { usage: number; quota: number; persisted: boolean; }
+
 export interface SyncHealth { status: "healthy" | "degraded" | "critical"; issues: string[]; recommendations: string[]; }
 
 export interface FlushReport {

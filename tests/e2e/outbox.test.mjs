@@ -199,6 +199,9 @@ test("a full storage quota fails the registration loudly with storage-quota and 
   assert.match(error.message, /persist/);
   const queued = await page.evaluate(() => window.client.listQueued().map((t) => t.id));
   assert.deepEqual(queued, ["small"], "the earlier task is intact and nothing half-written");
+  const estimate = await page.evaluate(() => window.client.getStorageEstimate());
+  assert.ok(estimate.usage > 0 && estimate.quota > 0, `storage is reported: ${JSON.stringify(estimate)}`);
+  assert.equal(typeof (await page.evaluate(() => window.client.requestPersistentStorage())), "boolean");
   await context.close();
 });
 
