@@ -1626,6 +1626,35 @@ fn a_mutation_that_exhausts_its_retries_marks_its_record_rejected() {
 // ----- dead letters sent again -----
 
 #[test]
+fn a_new_write_supersedes_the_record_s_failed_mutation() {
+    let b = bench(Strategy::ServerWins);
+    b.server
+        .borrow_mut()
+        .reject
+        .insert("t1".into(), "title too long".into());
+    b.put("task", "t1", json!({"title": "x".repeat(300)}));
+    b.flush();
+    assert_eq!(b.failed().len(), 1);
+    assert_eq!(b.outbox.status().failed_count, 1);
+    b.server.borrow_mut().reject.clear();
+
+    b.put("task", "t1", json!({"title": "short"}));
+    assert!(
+        b.failed().is_empty(),
+        "the old data can no longer be retried over the new"
+    );
+    b.flush();
+
+    assert_eq!(b.outbox.status().failed_count, 0);
+    let t1 = b.record("task", "t1");
+    assert_eq!(
+        (t1.sync_status, t1.data["title"].clone()),
+        (RecordStatus::Synced, json!("short"))
+    );
+    assert_eq!(b.server.borrow().get("task", "t1").version, 1);
+}
+
+#[test]
 fn a_rejected_mutation_retried_by_the_app_and_accepted_syncs_its_record() {
     let b = bench(Strategy::ServerWins);
     b.server

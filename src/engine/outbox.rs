@@ -427,7 +427,11 @@ impl<P: Ports> Outbox<P> {
     /// Merges what other tabs and workers registered or finished.
     async fn reload_from_store(&self) -> Result<(), StoreError> {
         let stored = self.store.load_tasks().await?;
+        // Dead letters change outside this engine too (other tabs, a local
+        // write superseding a failed mutation).
+        let failed_count = self.store.count_failed().await?;
         let mut state = self.state.borrow_mut();
+        state.failed_count = failed_count;
         let stored_ids: HashSet<String> = stored.iter().map(|t| t.id.clone()).collect();
         let gone: Vec<String> = state
             .schedule

@@ -14,7 +14,7 @@
 
 use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
-use crate::engine::replication::replicator::keep_sent_mutation;
+use crate::engine::replication::replicator::{keep_sent_mutation, mutation_task_id};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
@@ -468,7 +468,7 @@ impl RecordStore for IdbStore {
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
         let tx = self
             .db
-            .transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)
+            .transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)
             .map_err(map_error)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
@@ -484,6 +484,16 @@ impl RecordStore for IdbStore {
         };
         keep_sent_mutation(queued.as_ref(), &mut task);
         let stored = register_in(&tasks, &meta, vec![task]).await?;
+        // A newer write supersedes the record's failed mutation: retrying
+        // that one later would send older data over the newer.
+        let failed = tx.store(FAILED).map_err(map_error)?;
+        failed
+            .delete(JsValue::from_str(&mutation_task_id(
+                &record.entity_type,
+                &record.id,
+            )))
+            .await
+            .map_err(map_error)?;
         records
             .put(&to_js(record)?, None)
             .await

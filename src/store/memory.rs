@@ -4,7 +4,7 @@
 
 use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
-use crate::engine::replication::replicator::keep_sent_mutation;
+use crate::engine::replication::replicator::{keep_sent_mutation, mutation_task_id};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use std::cell::{Cell, RefCell};
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 pub struct MemoryStore {
     tasks: RefCell<BTreeMap<String, Task>>,
-    failed: RefCell<BTreeMap<String, FailedTask>>,
+    pub(crate) failed: RefCell<BTreeMap<String, FailedTask>>,
     seq: Cell<u64>,
     /// Number of write transactions, so tests can check group commit.
     pub transactions: Cell<u64>,
@@ -205,6 +205,10 @@ impl RecordStore for MemoryRecords {
         let mut task = task;
         keep_sent_mutation(self.tasks.task(&task.id).as_ref(), &mut task);
         let stored = self.tasks.register_tasks(vec![task]).await?;
+        self.tasks
+            .failed
+            .borrow_mut()
+            .remove(&mutation_task_id(&record.entity_type, &record.id));
         self.records.borrow_mut().insert(
             (record.entity_type.clone(), record.id.clone()),
             record.clone(),
