@@ -1237,6 +1237,53 @@ fn an_http_answer_is_evidence_of_being_online_again() {
     assert_eq!(b.transport.max_in_flight.get(), 4, "full concurrency again");
 }
 
+#[test]
+fn the_online_event_is_believed_only_after_a_probe_gets_an_answer() {
+    let b = bench_with(quiet_options(), None);
+    b.transport.latency.set(10.0);
+    b.outbox.set_online(false);
+    for i in 0..8 {
+        b.register(post(&format!("t{i}")));
+    }
+    b.outbox.set_online(true);
+    assert!(
+        !b.outbox.is_online(),
+        "navigator.onLine alone is not evidence"
+    );
+    assert_eq!(b.events_named("online").len(), 0);
+
+    b.flush();
+
+    let sent_at: Vec<f64> = b
+        .transport
+        .sent
+        .borrow()
+        .iter()
+        .map(|(_, at)| *at)
+        .collect();
+    assert!(
+        sent_at[1..].iter().all(|at| *at > sent_at[0]),
+        "one probe first, the rest after its answer: {sent_at:?}"
+    );
+    assert!(b.outbox.is_online(), "the probe's answer is");
+    assert_eq!(b.events_named("online").len(), 1);
+    assert_eq!(b.sent_count(), 8, "then every waiting task goes");
+    assert_eq!(
+        b.transport.max_in_flight.get(),
+        4,
+        "at full concurrency after the probe"
+    );
+}
+
+#[test]
+fn the_online_event_is_believed_at_once_when_nothing_waits() {
+    let b = bench_with(quiet_options(), None);
+    b.outbox.set_online(false);
+    b.outbox.set_online(true);
+    assert!(b.outbox.is_online());
+    assert_eq!(b.events_named("online").len(), 1);
+}
+
 // ----- one flush at a time, periodic sync, close -----
 
 #[test]

@@ -956,8 +956,15 @@ impl<P: Ports> Outbox<P> {
     pub fn set_online(&self, online: bool) {
         let changed = {
             let mut state = self.state.borrow_mut();
-            let changed = state.online != online;
-            state.online = online;
+            // `navigator.onLine` lies (captive portals, flaky links): with
+            // work waiting, coming online is only believed once a request
+            // gets an HTTP answer. Until then the flush sends one probe at a
+            // time; its answer marks the client online and lets the rest go.
+            let believed = !online || state.schedule.is_empty();
+            let changed = believed && state.online != online;
+            if believed {
+                state.online = online;
+            }
             if online {
                 state.make_all_due = true;
                 state.schedule.make_all_due();
