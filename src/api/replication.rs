@@ -8,7 +8,8 @@ use crate::api::error::tidesync_error;
 use crate::engine::events::Event;
 use crate::engine::ports::{ConflictResolver, EventSink};
 use crate::engine::replication::replicator::ReplicationError;
-use crate::engine::replication::Replicator;
+use crate::engine::replication::{PullReport, Replicator};
+use crate::engine::task::Task;
 use crate::platform::global;
 use futures::channel::oneshot;
 use js_sys::{Function, Promise};
@@ -281,15 +282,7 @@ impl SyncClient {
         future_to_promise(async move {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
-            replicator.set_token(inner.outbox().token());
-            let started = devtools::performance_now();
-            let (report, requeued) = replicator.pull(|_| {}).await.map_err(replication_error)?;
-            devtools::measure_phase(
-                "tidesync:pull",
-                started,
-                inner.name(),
-                &to_js_value(&report)?,
-            );
+            let (report, requeued) = measured_pull(&inner, &replicator, |_| {}).await?;
             adopt_all(&inner, requeued);
             to_js_value(&report)
         })
@@ -310,7 +303,26 @@ impl SyncClient {
     }
 }
 
-fn adopt_all(inner: &Rc<Inner>, tasks: Vec<crate::engine::task::Task>) {
+/// Pulls until the server has no more, recorded as a `tidesync:pull`
+/// measure; returns the report and the tasks conflict resolution queued.
+async fn measured_pull(
+    inner: &Rc<Inner>,
+    replicator: &Replicator<BrowserReplica>,
+    progress: impl FnMut(usize),
+) -> Result<(PullReport, Vec<Task>), JsValue> {
+    replicator.set_token(inner.outbox().token());
+    let started = devtools::performance_now();
+    let (report, requeued) = replicator.pull(progress).await.map_err(replication_error)?;
+    devtools::measure_phase(
+        "tidesync:pull",
+        started,
+        inner.name(),
+        &to_js_value(&report)?,
+    );
+    Ok((report, requeued))
+}
+
+fn adopt_all(inner: &Rc<Inner>, tasks: Vec<Task>) {
     let any = !tasks.is_empty();
     for task in tasks {
         inner.outbox().adopt(task);
@@ -351,25 +363,15 @@ async fn sync_once(
             "the server refused the credentials; call setToken() with a fresh token",
         ));
     }
-    replicator.set_token(inner.outbox().token());
     let progress_events = events.clone();
-    let pull_started = devtools::performance_now();
-    let (pulled, requeued) = replicator
-        .pull(move |done| {
-            progress_events.emit(Event::Progress {
-                phase: "pull",
-                done,
-                total: done,
-            })
+    let (pulled, requeued) = measured_pull(inner, replicator, move |done| {
+        progress_events.emit(Event::Progress {
+            phase: "pull",
+            done,
+            total: done,
         })
-        .await
-        .map_err(replication_error)?;
-    devtools::measure_phase(
-        "tidesync:pull",
-        pull_started,
-        inner.name(),
-        &to_js_value(&pulled)?,
-    );
+    })
+    .await?;
     let resolved = !requeued.is_empty();
     for task in requeued {
         inner.outbox().adopt(task);
