@@ -135,9 +135,7 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            inner.ensure_open()?;
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = writer(&inner, &entity_type)?;
             if !record.is_object() || js_sys::Array::is_array(&record) {
                 return Err(tidesync_error(
                     "invalid-record",
@@ -165,11 +163,7 @@ impl SyncClient {
                 .put(&entity_type, id, strip_reserved(object))
                 .await
                 .map_err(replication_error)?;
-            inner.outbox().adopt(task);
-            devtools::changed(inner.name());
-            if inner.auto_flush() && global::navigator_online() {
-                schedule_flush(&inner);
-            }
+            adopt_all(&inner, vec![task]);
             view(&stored)
         })
     }
@@ -184,20 +178,14 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            inner.ensure_open()?;
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = writer(&inner, &entity_type)?;
             match replicator
                 .delete(&entity_type, &id)
                 .await
                 .map_err(replication_error)?
             {
                 Some((_, task)) => {
-                    inner.outbox().adopt(task);
-                    devtools::changed(inner.name());
-                    if inner.auto_flush() && global::navigator_online() {
-                        schedule_flush(&inner);
-                    }
+                    adopt_all(&inner, vec![task]);
                     Ok(JsValue::TRUE)
                 }
                 None => Ok(JsValue::FALSE),
@@ -322,12 +310,26 @@ async fn measured_pull(
     Ok((report, requeued))
 }
 
+/// The open client's replicator and a validated entity type, for a write.
+fn writer(
+    inner: &Inner,
+    entity_type: &JsValue,
+) -> Result<(Rc<Replicator<BrowserReplica>>, String), JsValue> {
+    inner.ensure_open()?;
+    Ok((replicator(inner)?, entity_type_arg(entity_type)?))
+}
+
+/// Hands tasks written to IndexedDB by replication to the outbox's
+/// schedule, and flushes them soon when the client flushes by itself.
 fn adopt_all(inner: &Rc<Inner>, tasks: Vec<Task>) {
-    let any = !tasks.is_empty();
+    if tasks.is_empty() {
+        return;
+    }
     for task in tasks {
         inner.outbox().adopt(task);
     }
-    if any && inner.auto_flush() && global::navigator_online() {
+    devtools::changed(inner.name());
+    if inner.auto_flush() && global::navigator_online() {
         schedule_flush(inner);
     }
 }

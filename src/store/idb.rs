@@ -75,6 +75,26 @@ impl IdbStore {
         Ok(store)
     }
 
+    fn transaction(
+        &self,
+        stores: &[&str],
+        mode: TransactionMode,
+    ) -> Result<rexie::Transaction, StoreError> {
+        self.db.transaction(stores, mode).map_err(map_error)
+    }
+
+    /// Every value of one object store, in one read transaction.
+    async fn read_all<T: DeserializeOwned>(&self, store: &str) -> Result<Vec<T>, StoreError> {
+        let tx = self.transaction(&[store], TransactionMode::ReadOnly)?;
+        let values = tx
+            .store(store)
+            .map_err(map_error)?
+            .get_all(None, None)
+            .await
+            .map_err(map_error)?;
+        values.into_iter().map(from_js).collect()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -97,10 +117,7 @@ impl IdbStore {
     }
 
     pub async fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[META], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[META], TransactionMode::ReadOnly)?;
         let meta = tx.store(META).map_err(map_error)?;
         let Some(entry) = meta.get(JsValue::from_str(key)).await.map_err(map_error)? else {
             return Ok(None);
@@ -118,10 +135,7 @@ impl IdbStore {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .transaction(&[META], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.store(META).map_err(map_error)?;
         meta.put(&meta_entry(key, value)?, None)
             .await
@@ -177,20 +191,11 @@ pub fn map_error(error: rexie::Error) -> StoreError {
 
 impl Store for IdbStore {
     async fn load_tasks(&self) -> Result<Vec<Task>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
-        let tasks = tx.store(TASKS).map_err(map_error)?;
-        let values = tasks.get_all(None, None).await.map_err(map_error)?;
-        values.into_iter().map(from_js).collect()
+        self.read_all(TASKS).await
     }
 
     async fn register_tasks(&self, batch: Vec<Task>) -> Result<Vec<Task>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS, META], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS, META], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let stored = register_in(&tasks, &meta, batch).await?;
@@ -199,10 +204,7 @@ impl Store for IdbStore {
     }
 
     async fn update_task(&self, task: &Task) -> Result<bool, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         if !same_revision(&tasks, &task.id, task.revision).await? {
             return Ok(false);
@@ -213,10 +215,7 @@ impl Store for IdbStore {
     }
 
     async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         if !same_revision(&tasks, id, revision).await? {
             return Ok(false);
@@ -230,10 +229,7 @@ impl Store for IdbStore {
     }
 
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS, FAILED], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS, FAILED], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         if !same_revision(&tasks, &failed.id, failed.task.revision).await? {
             return Ok(false);
@@ -252,29 +248,17 @@ impl Store for IdbStore {
     }
 
     async fn list_failed(&self) -> Result<Vec<FailedTask>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[FAILED], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
-        let failed = tx.store(FAILED).map_err(map_error)?;
-        let values = failed.get_all(None, None).await.map_err(map_error)?;
-        values.into_iter().map(from_js).collect()
+        self.read_all(FAILED).await
     }
 
     async fn count_failed(&self) -> Result<u32, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[FAILED], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[FAILED], TransactionMode::ReadOnly)?;
         let failed = tx.store(FAILED).map_err(map_error)?;
         failed.count(None).await.map_err(map_error)
     }
 
     async fn requeue_failed(&self, id: &str, _now: Millis) -> Result<Option<Task>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS, FAILED, META], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS, FAILED, META], TransactionMode::ReadWrite)?;
         let failed_store = tx.store(FAILED).map_err(map_error)?;
         let Some(value) = failed_store
             .get(JsValue::from_str(id))
@@ -311,10 +295,7 @@ impl Store for IdbStore {
     }
 
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[FAILED], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[FAILED], TransactionMode::ReadWrite)?;
         let failed = tx.store(FAILED).map_err(map_error)?;
         let existed = failed
             .key_exists(JsValue::from_str(id))
@@ -412,10 +393,7 @@ impl RecordStore for IdbStore {
         entity_type: &str,
         id: &str,
     ) -> Result<Option<LocalRecord>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[RECORDS], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         match records
             .get(record_key(entity_type, id))
@@ -431,10 +409,7 @@ impl RecordStore for IdbStore {
         &self,
         keys: &[(String, String)],
     ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[RECORDS], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         let mut out = Vec::with_capacity(keys.len());
         for (entity_type, id) in keys {
@@ -453,10 +428,7 @@ impl RecordStore for IdbStore {
     }
 
     async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[RECORDS], TransactionMode::ReadOnly)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         let index = records.index("entityType").map_err(map_error)?;
         let range = rexie::KeyRange::only(&JsValue::from_str(entity_type))
@@ -466,10 +438,7 @@ impl RecordStore for IdbStore {
     }
 
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
@@ -506,10 +475,7 @@ impl RecordStore for IdbStore {
     }
 
     async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
-        let tx = self
-            .db
-            .transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)
-            .map_err(map_error)?;
+        let tx = self.transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
