@@ -2,22 +2,14 @@
 // browser — raw IndexedDB values, Performance panel entries, the console hook,
 // levelled logs — and www/inspector.html driving a client from another page
 // through BroadcastChannel alone. Screenshots go to docs/img/.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { startTestServer } from "./support/server.mjs";
 import { startTidesyncServer } from "./support/tidesync-server.mjs";
-import { launchBrowser, waitInPage } from "./support/browser.mjs";
+import { useServerAndBrowser, waitInPage } from "./support/browser.mjs";
 
-let server, browser;
-before(async () => {
-  server = await startTestServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useServerAndBrowser(startTestServer);
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -25,7 +17,7 @@ async function openHarness(context, options, consoleSink) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   if (consoleSink) page.on("console", (message) => consoleSink.push(message));
-  await page.goto(`${server.url}/pages/harness.html`);
+  await page.goto(`${env.server.url}/pages/harness.html`);
   await page.waitForFunction(() => window.harnessReady === true);
   await page.evaluate((o) => window.openClient(o), options);
   return page;
@@ -60,9 +52,9 @@ function readRawDatabase(page, database) {
 }
 
 test("IndexedDB holds plain objects with ISO dates, readable in DevTools → Application", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const name = `idb-${Date.now()}`;
-  server.script("/api/dt-idb/bad", [{ status: 422, body: { error: "title is required" } }]);
+  env.server.script("/api/dt-idb/bad", [{ status: 422, body: { error: "title is required" } }]);
   const page = await openHarness(context, { name, logLevel: "silent" });
   await page.evaluate(() => window.client.register("rejected", { url: "/api/dt-idb/bad", data: { title: "" } }));
   await waitInPage(page, () => window.eventsNamed("sync:failed").length === 1);
@@ -109,9 +101,9 @@ test("IndexedDB holds plain objects with ISO dates, readable in DevTools → App
 });
 
 test("performance.measure('tidesync:flush') entries carry the flush's task counts and show in a performance trace", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const name = `perf-${Date.now()}`;
-  server.script("/api/dt-perf/bad", [{ status: 422 }]);
+  env.server.script("/api/dt-perf/bad", [{ status: 422 }]);
   const page = await openHarness(context, { name, logLevel: "silent", autoFlush: false });
   await page.evaluate(() => Promise.all([
     window.client.register("a", { url: "/api/dt-perf/ok", data: { n: 1 } }),
@@ -119,9 +111,9 @@ test("performance.measure('tidesync:flush') entries carry the flush's task count
     window.client.register("c", { url: "/api/dt-perf/bad", data: { n: 3 } }),
   ]));
   // Record a trace as the Performance panel does: user timings land in it.
-  await browser.startTracing(page, { categories: ["blink.user_timing"] });
+  await env.browser.startTracing(page, { categories: ["blink.user_timing"] });
   const report = await page.evaluate(() => window.client.flush());
-  const trace = JSON.parse((await browser.stopTracing()).toString());
+  const trace = JSON.parse((await env.browser.stopTracing()).toString());
   assert.equal(report.sent, 3);
   const traced = trace.traceEvents.filter((e) => e.name === "tidesync:flush");
   assert.ok(traced.length >= 1, "the flush is in the trace the Performance panel shows");
@@ -138,13 +130,13 @@ test("performance.measure('tidesync:flush') entries carry the flush's task count
 
 test("replication cycles appear as tidesync:push and tidesync:pull measures with counts (reference server)", async () => {
   const reference = await startTidesyncServer({ entityTypes: ["end_user"] });
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   try {
     const page = await context.newPage();
     page.on("pageerror", (e) => console.error("page error:", e.message));
     await page.goto(`${reference.url}/healthz`); // any page of the server's origin
     const name = `perf-sync-${Date.now()}`;
-    await browser.startTracing(page, { categories: ["blink.user_timing"] });
+    await env.browser.startTracing(page, { categories: ["blink.user_timing"] });
     const seen = await page.evaluate(async ({ name, token }) => {
       const tidesync = await import("/pkg/tidesync.js");
       await tidesync.default();
@@ -161,7 +153,7 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
       await client.close();
       return result;
     }, { name, token: reference.token("devtools") });
-    const trace = JSON.parse((await browser.stopTracing()).toString());
+    const trace = JSON.parse((await env.browser.stopTracing()).toString());
     const traced = new Set(trace.traceEvents.map((e) => e.name).filter((n) => n.startsWith("tidesync:")));
     assert.deepEqual([...traced].sort(), ["tidesync:flush", "tidesync:pull", "tidesync:push"], "all three in a Performance trace");
     assert.ok(seen.report.pulled >= 1, `the records come back on pull: ${JSON.stringify(seen.report)}`);
@@ -184,9 +176,9 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
 });
 
 test("globalThis.__TIDESYNC__ lists open clients for the console and forgets closed ones", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const name = `hook-${Date.now()}`;
-  server.script("/api/dt-hook/bad", [{ status: 422 }]);
+  env.server.script("/api/dt-hook/bad", [{ status: 422 }]);
   const page = await openHarness(context, { name, logLevel: "silent" });
   await page.evaluate(() => window.client.register("gone-wrong", { url: "/api/dt-hook/bad", data: {} }));
   await waitInPage(page, () => window.eventsNamed("sync:failed").length === 1);
@@ -221,7 +213,7 @@ test("globalThis.__TIDESYNC__ lists open clients for the console and forgets clo
 });
 
 test("logLevel 'debug' logs [tidesync:<name>] lines with objects, 'info' only flush summaries, 'silent' nothing", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const verbose = [];
   const debugName = `log-debug-${Date.now()}`;
   const page = await openHarness(context, { name: debugName, logLevel: "debug" }, verbose);
@@ -258,7 +250,7 @@ test("logLevel 'debug' logs [tidesync:<name>] lines with objects, 'info' only fl
   // The same activity plus a failure (a warn at the default level) in silence.
   const quiet = [];
   const silentName = `log-silent-${Date.now()}`;
-  server.script("/api/dt-log/bad", [{ status: 422 }]);
+  env.server.script("/api/dt-log/bad", [{ status: 422 }]);
   const silent = await openHarness(context, { name: silentName, logLevel: "silent" }, quiet);
   await silent.evaluate(() => Promise.all([
     window.client.register("quiet-ok", { url: "/api/dt-log/ok", data: {} }),
@@ -271,7 +263,7 @@ test("logLevel 'debug' logs [tidesync:<name>] lines with objects, 'info' only fl
   // Contrast: the default level (warn) does report the failure, as a warning.
   const defaults = [];
   const warnName = `log-warn-${Date.now()}`;
-  server.script("/api/dt-log/bad2", [{ status: 422 }]);
+  env.server.script("/api/dt-log/bad2", [{ status: 422 }]);
   const warn = await openHarness(context, { name: warnName }, defaults);
   await warn.evaluate(() => window.client.register("loud-bad", { url: "/api/dt-log/bad2", data: {} }));
   await waitInPage(warn, () => window.eventsNamed("sync:failed").length === 1);
@@ -283,7 +275,7 @@ test("logLevel 'debug' logs [tidesync:<name>] lines with objects, 'info' only fl
 });
 
 test("www/inspector.html shows a client from another page and retries/discards its dead letters", async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const name = `inspect-${Date.now()}`;
   const app = await openHarness(context, {
     name, logLevel: "silent", concurrency: 2,
@@ -292,7 +284,7 @@ test("www/inspector.html shows a client from another page and retries/discards i
 
   const inspector = await context.newPage();
   inspector.on("pageerror", (e) => console.error("inspector error:", e.message));
-  await inspector.goto(`${server.url}/inspector.html?name=${encodeURIComponent(name)}`);
+  await inspector.goto(`${env.server.url}/inspector.html?name=${encodeURIComponent(name)}`);
   // The inspector has no access to the app's objects, only to the channel.
   assert.equal(await inspector.evaluate(() => globalThis.__TIDESYNC__), undefined);
   await inspector.waitForSelector('#link[data-state="live"]');
@@ -309,11 +301,11 @@ test("www/inspector.html shows a client from another page and retries/discards i
   await waitInPage(inspector, (n) => document.getElementById("completed-count").textContent === String(n), delivered);
 
   // Two dead letters (422), and one task waiting on a long backoff after a 503.
-  server.script("/api/dt-insp/invoices", [
+  env.server.script("/api/dt-insp/invoices", [
     { status: 422, body: { error: "total must be positive" } },
     { status: 422, body: { error: "currency missing" } },
   ]);
-  server.script("/api/dt-insp/flaky", [{ status: 503 }]);
+  env.server.script("/api/dt-insp/flaky", [{ status: 503 }]);
   await app.evaluate(async () => {
     await window.client.register("invoice-17", { url: "/api/dt-insp/invoices", data: { total: -3 }, priority: "high" });
     await window.client.register("invoice-18", { url: "/api/dt-insp/invoices", data: { total: 4 }, priority: "high" });
@@ -384,14 +376,14 @@ test("www/inspector.html shows a client from another page and retries/discards i
   assert.equal(await text("completed-count"), String(delivered + 8));
 
   // Retry a dead letter from the inspector; the server now answers 201.
-  server.script("/api/dt-insp/invoices", [{ status: 201 }]);
-  const before = server.received("/api/dt-insp/invoices").length;
+  env.server.script("/api/dt-insp/invoices", [{ status: 201 }]);
+  const before = env.server.received("/api/dt-insp/invoices").length;
   await inspector.click('#failed-rows button[data-action="retry"][data-id="invoice-17"]');
   await waitInPage(inspector, () => document.getElementById("failed-count").textContent === "1"
     && !document.querySelector('#failed-rows tr[data-id="invoice-17"]'));
   await waitInPage(app, () => window.eventsNamed("sync:complete").some((e) => e.args[0].id === "invoice-17"));
   await waitInPage(inspector, (n) => document.getElementById("completed-count").textContent === String(n), delivered + 9);
-  const resent = server.received("/api/dt-insp/invoices").slice(before);
+  const resent = env.server.received("/api/dt-insp/invoices").slice(before);
   assert.deepEqual(resent.map((r) => r.body), [{ total: -3 }], "the retried task is sent once more");
   assert.equal(await app.evaluate(() => window.client.getTaskStatus("invoice-17").then((s) => s.state)), "complete");
 
@@ -400,7 +392,7 @@ test("www/inspector.html shows a client from another page and retries/discards i
   await waitInPage(inspector, () => document.getElementById("failed-count").textContent === "0"
     && document.querySelector("#failed-rows").textContent.includes("no failed tasks"));
   assert.deepEqual(await app.evaluate(() => window.client.listFailed()), [], "gone from the dead letters");
-  assert.equal(server.received("/api/dt-insp/invoices").length, before + 1, "a discarded task is not sent");
+  assert.equal(env.server.received("/api/dt-insp/invoices").length, before + 1, "a discarded task is not sent");
   assert.match(await text("command-result"), /invoice-18 discarded/);
 
   // Connectivity and closing show up too.
@@ -413,12 +405,12 @@ test("www/inspector.html shows a client from another page and retries/discards i
 });
 
 test("the inspector sees a client living in a worker, next to the page's own instance", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const name = `worker-${Date.now()}`;
   const app = await openHarness(context, { name, logLevel: "silent" });
   const inspector = await context.newPage();
   inspector.on("pageerror", (e) => console.error("inspector error:", e.message));
-  await inspector.goto(`${server.url}/inspector.html?name=${encodeURIComponent(name)}`);
+  await inspector.goto(`${env.server.url}/inspector.html?name=${encodeURIComponent(name)}`);
   await inspector.waitForSelector('#link[data-state="live"]');
 
   await app.evaluate(async (n) => {
@@ -444,12 +436,12 @@ test("the inspector sees a client living in a worker, next to the page's own ins
   await inspector.selectOption("#instance", workerInstance);
   await waitInPage(inspector, () => document.getElementById("link").textContent === "live · worker"
     && document.getElementById("completed-count").textContent === "1");
-  assert.deepEqual(server.received("/api/dt-worker/ok").map((r) => r.body), [{ where: "worker" }]);
+  assert.deepEqual(env.server.received("/api/dt-worker/ok").map((r) => r.body), [{ where: "worker" }]);
   await context.close();
 });
 
 test("the inspector notices the app page leaving and follows the client into the reloaded page", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const name = `reload-insp-${Date.now()}`;
   // The endpoint is unreachable (network error) until `reachable`: the task stays queued, retried every 300 ms.
   const options = { name, logLevel: "silent", retry: { baseDelay: 300, maxDelay: 300, jitter: false },
@@ -458,7 +450,7 @@ test("the inspector notices the app page leaving and follows the client into the
   const app = await openHarness(context, options);
   await app.route("**/api/dt-reload/**", (route) => (reachable ? route.continue() : route.abort("internetdisconnected")));
   const inspector = await context.newPage();
-  await inspector.goto(`${server.url}/inspector.html?name=${encodeURIComponent(name)}`);
+  await inspector.goto(`${env.server.url}/inspector.html?name=${encodeURIComponent(name)}`);
   await inspector.waitForSelector('#link[data-state="live"]');
   await app.evaluate(() => window.client.register("survivor", { url: "/api/dt-reload/ok", data: {} }));
   const waiting = () => document.querySelector('tr[data-id="survivor"]') !== null
@@ -468,7 +460,7 @@ test("the inspector notices the app page leaving and follows the client into the
   await app.goto("about:blank"); // pagehide, without close()
   await inspector.waitForSelector('#link[data-state="closed"]');
 
-  await app.goto(`${server.url}/pages/harness.html`);
+  await app.goto(`${env.server.url}/pages/harness.html`);
   await app.waitForFunction(() => window.harnessReady === true);
   await app.evaluate((o) => window.openClient(o), options);
   await inspector.waitForSelector('#link[data-state="live"]');
@@ -479,6 +471,6 @@ test("the inspector notices the app page leaving and follows the client into the
   reachable = true;
   await waitInPage(inspector, () => document.getElementById("queued-count").textContent === "0"
     && document.getElementById("completed-count").textContent === "1");
-  assert.equal(server.received("/api/dt-reload/ok").length, 1);
+  assert.equal(env.server.received("/api/dt-reload/ok").length, 1);
   await context.close();
 });

@@ -2,20 +2,12 @@
 // example of www/sw-example/ driven in Chromium, with the network switched off
 // and on, pages closed, and the worker's `sync` event fired through the
 // Chrome DevTools Protocol (ServiceWorker.dispatchSyncEvent).
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { startTestServer } from "./support/server.mjs";
-import { launchBrowser } from "./support/browser.mjs";
+import { useServerAndBrowser } from "./support/browser.mjs";
 
-let server, browser;
-before(async () => {
-  server = await startTestServer();
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const env = useServerAndBrowser(startTestServer);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -33,7 +25,7 @@ async function until(predicate, message, timeout = 20000) {
 async function openExample(context, endpoint) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
-  await page.goto(`${server.url}/sw-example/?endpoint=${encodeURIComponent(endpoint)}`);
+  await page.goto(`${env.server.url}/sw-example/?endpoint=${encodeURIComponent(endpoint)}`);
   await page.waitForFunction(() => window.app?.ready === true, undefined, { timeout: 20000 });
   return page;
 }
@@ -50,19 +42,19 @@ async function serviceWorkerSession(context) {
     for (const r of list) registrations.set(r.scopeURL, r);
   });
   await cdp.send("ServiceWorker.enable");
-  const scope = `${server.url}/sw-example/`;
+  const scope = `${env.server.url}/sw-example/`;
   await until(() => registrations.has(scope), `a service worker registration for ${scope}`);
   return { blank, cdp, registrationId: registrations.get(scope).registrationId };
 }
 
 /** Bodies received at `path`, asserting that each id arrived exactly once. */
 function assertEachOnce(path, ids) {
-  const received = server.received(path).map((r) => r.body.id);
+  const received = env.server.received(path).map((r) => r.body.id);
   assert.deepEqual([...received].sort(), [...ids].sort(), `each task delivered exactly once at ${path}`);
 }
 
 test("service worker: tasks queued offline are delivered by the worker's sync event (CDP dispatchSyncEvent) with no page of the app open", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const path = "/api/sw/dispatch";
   const page = await openExample(context, path);
   const { blank, cdp, registrationId } = await serviceWorkerSession(context);
@@ -84,13 +76,13 @@ test("service worker: tasks queued offline are delivered by the worker's sync ev
   await page.close();
   await context.setOffline(false);
   await sleep(1000);
-  assert.equal(server.received(path).length, 0, "nothing is sent before the sync event");
+  assert.equal(env.server.received(path).length, 0, "nothing is sent before the sync event");
   assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "no page of the app is open");
 
   await cdp.send("ServiceWorker.dispatchSyncEvent", {
-    origin: server.url, registrationId, tag: "tidesync", lastChance: false,
+    origin: env.server.url, registrationId, tag: "tidesync", lastChance: false,
   });
-  await until(() => server.received(path).length >= 20, "the worker delivers the 20 tasks");
+  await until(() => env.server.received(path).length >= 20, "the worker delivers the 20 tasks");
   await sleep(300);
   assertEachOnce(path, ids);
   assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "still no page of the app open");
@@ -100,15 +92,15 @@ test("service worker: tasks queued offline are delivered by the worker's sync ev
   assert.equal(await again.evaluate(() => window.app.client.getStatus().pendingCount), 0);
   assert.deepEqual(await again.evaluate(() => window.app.client.listQueued()), []);
   await sleep(300);
-  assert.equal(server.received(path).length, 20);
+  assert.equal(env.server.received(path).length, 20);
   await blank.close();
   await context.close();
 });
 
 test("service worker: a 503 during the sync event is retried on the worker's own backoff timer, no page open", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const path = "/api/sw/retry";
-  server.script(path, [{ status: 503, headers: { "retry-after": "1" } }]); // retry in 1 s
+  env.server.script(path, [{ status: 503, headers: { "retry-after": "1" } }]); // retry in 1 s
   const page = await openExample(context, path);
   const { blank, cdp, registrationId } = await serviceWorkerSession(context);
   await context.setOffline(true);
@@ -116,24 +108,24 @@ test("service worker: a 503 during the sync event is retried on the worker's own
   await page.close();
   await context.setOffline(false);
   await sleep(500);
-  assert.equal(server.received(path).length, 0);
+  assert.equal(env.server.received(path).length, 0);
 
   const started = Date.now();
-  await cdp.send("ServiceWorker.dispatchSyncEvent", { origin: server.url, registrationId, tag: "tidesync", lastChance: false });
-  await until(() => server.received(path).length >= 2, "503, then the retry from the worker's timer", 30000);
-  const [first, second] = server.received(path);
+  await cdp.send("ServiceWorker.dispatchSyncEvent", { origin: env.server.url, registrationId, tag: "tidesync", lastChance: false });
+  await until(() => env.server.received(path).length >= 2, "503, then the retry from the worker's timer", 30000);
+  const [first, second] = env.server.received(path);
   assert.equal(first.headers["idempotency-key"], second.headers["idempotency-key"], "the retry is the same task");
   assert.ok(second.at - first.at >= 900, `the retry waited for the 1 s timer (${second.at - first.at} ms)`);
   assert.ok(Date.now() - started < 30000);
   assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "no page of the app open");
   await sleep(300);
-  assert.equal(server.received(path).length, 2, "delivered once after the retry");
+  assert.equal(env.server.received(path).length, 2, "delivered once after the retry");
   await blank.close();
   await context.close();
 });
 
 test("service worker: requestBackgroundSync() registers the tag offline and Chromium fires sync itself when the network returns, page closed", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const path = "/api/sw/background";
   const page = await openExample(context, path);
   assert.equal(await page.evaluate(() => window.app.hasBackgroundSync), true, "Chromium has Background Sync");
@@ -147,23 +139,23 @@ test("service worker: requestBackgroundSync() registers the tag offline and Chro
   assert.deepEqual(tags, ["tidesync"], "the sync tag is registered while offline");
   await page.close();
   await sleep(1000);
-  assert.equal(server.received(path).length, 0, "nothing leaves while offline");
+  assert.equal(env.server.received(path).length, 0, "nothing leaves while offline");
 
   const back = Date.now();
   await context.setOffline(false);
-  await until(() => server.received(path).length >= 5, "the browser's sync event delivers the 5 notes");
-  const firstDelivery = server.received(path)[0].at - back;
+  await until(() => env.server.received(path).length >= 5, "the browser's sync event delivers the 5 notes");
+  const firstDelivery = env.server.received(path)[0].at - back;
   assert.ok(firstDelivery < 1000, `reconnection to first delivery well under a second (${firstDelivery} ms)`);
   await sleep(300);
   assertEachOnce(path, saved.map((s) => s.id));
-  assert.equal(server.received(path)[0].body.text, "note 0");
+  assert.equal(env.server.received(path)[0].body.text, "note 0");
   assert.deepEqual(context.pages().map((p) => p.url()), ["about:blank"], "delivered with no page of the app open");
   await keepAlive.close();
   await context.close();
 });
 
 test("without Background Sync (as in Firefox and Safari): requestBackgroundSync() resolves false, the page flushes on online and on load", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   // Remove the API the way those browsers lack it: no `sync` on the registration.
   await context.addInitScript(() => { delete ServiceWorkerRegistration.prototype.sync; });
   const path = "/api/sw/fallback";
@@ -176,9 +168,9 @@ test("without Background Sync (as in Firefox and Safari): requestBackgroundSync(
   const first = await page.evaluate(() => window.app.saveNote("while open"));
   assert.equal(first.registered, false, "requestBackgroundSync() resolves false");
   await sleep(300);
-  assert.equal(server.received(path).length, 0);
+  assert.equal(env.server.received(path).length, 0);
   await context.setOffline(false);
-  await until(() => server.received(path).length >= 1, "the online event flushes");
+  await until(() => env.server.received(path).length >= 1, "the online event flushes");
 
   // Queued offline, page closed, network back: nothing is sent until the page loads again.
   await context.setOffline(true);
@@ -186,16 +178,16 @@ test("without Background Sync (as in Firefox and Safari): requestBackgroundSync(
   await page.close();
   await context.setOffline(false);
   await sleep(1000);
-  assert.equal(server.received(path).length, 1, "no Background Sync: nothing is sent while no page is open");
+  assert.equal(env.server.received(path).length, 1, "no Background Sync: nothing is sent while no page is open");
   page = await openExample(context, path);
-  await until(() => server.received(path).length >= 2, "the next load flushes");
+  await until(() => env.server.received(path).length >= 2, "the next load flushes");
   await sleep(300);
   assertEachOnce(path, [first.id, second.id]);
   await context.close();
 });
 
 test("service worker: a page and its worker flushing the same client at once send each task exactly once (Web Locks)", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const path = "/api/sw/both";
   const page = await openExample(context, path);
   // Open the worker's client first, and check what its global scope offers.
@@ -209,7 +201,7 @@ test("service worker: a page and its worker flushing the same client at once sen
     await Promise.all(ids.map((id) => window.app.client.register(id, { url, data: { id } })));
     return ids;
   }, path);
-  assert.equal(server.received(path).length, 0, "nothing leaves while offline");
+  assert.equal(env.server.received(path).length, 0, "nothing leaves while offline");
 
   // Hold the flush lock from the test, so that every flush of the page and of
   // the worker is asked for while all 60 tasks are still queued, then let go.
@@ -251,7 +243,7 @@ test("service worker: a page and its worker flushing the same client at once sen
   // the page's (which had the 60 tasks in memory) re-reads the queue and finds it empty.
   assert.equal(run.worker.report.sent, 60, JSON.stringify(run.worker.report));
   assert.equal(run.pageReport.sent, 0, JSON.stringify(run.pageReport));
-  await until(() => server.received(path).length >= 60, "the 60 tasks are delivered");
+  await until(() => env.server.received(path).length >= 60, "the 60 tasks are delivered");
   await sleep(500);
   assertEachOnce(path, ids);
   const after = await page.evaluate(async () => ({
@@ -267,13 +259,13 @@ test("service worker: a page and its worker flushing the same client at once sen
 });
 
 test("dedicated worker: the package loads in a module worker and delivers a task, retrying on a timer after a 503", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
-  await page.goto(`${server.url}/pages/harness.html`);
+  await page.goto(`${env.server.url}/pages/harness.html`);
   await page.waitForFunction(() => window.harnessReady === true);
   const path = "/api/worker/task";
-  server.script(path, [{ status: 503 }]);
+  env.server.script(path, [{ status: 503 }]);
   const name = `worker-${Date.now()}`;
   const result = await page.evaluate(({ name, url }) => new Promise((resolve, reject) => {
     const worker = new Worker("/pages/dedicated-worker.js", { type: "module" });
@@ -291,7 +283,7 @@ test("dedicated worker: the package loads in a module worker and delivers a task
   assert.equal(result.retries.length, 1, "one retry after the 503");
   assert.equal(result.retries[0].class, "retryable");
   assert.equal(result.status.pendingCount, 0);
-  const received = server.received(path);
+  const received = env.server.received(path);
   assert.equal(received.length, 2, "503 then 201");
   assert.ok(received[0].headers["idempotency-key"], "an Idempotency-Key is sent");
   assert.equal(received[0].headers["idempotency-key"], received[1].headers["idempotency-key"],
