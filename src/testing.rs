@@ -120,6 +120,11 @@ pub struct ScriptedTransport {
     in_flight: Cell<usize>,
     /// Highest number of requests in flight at once.
     pub max_in_flight: Cell<usize>,
+    /// Requests whose URL ends with this are answered by the responder (the
+    /// server has them) but their answers wait until [`Self::release_held`]:
+    /// a late answer.
+    hold_url: RefCell<Option<String>>,
+    held: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
 }
 
 impl ScriptedTransport {
@@ -132,6 +137,27 @@ impl ScriptedTransport {
             latency: Cell::new(0.0),
             in_flight: Cell::new(0),
             max_in_flight: Cell::new(0),
+            hold_url: RefCell::new(None),
+            held: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// From now on, answers to URLs ending with `suffix` arrive only when
+    /// released.
+    pub fn hold_answers_to(&self, suffix: &str) {
+        *self.hold_url.borrow_mut() = Some(suffix.to_owned());
+    }
+
+    /// How many answers are waiting.
+    pub fn held_count(&self) -> usize {
+        self.held.borrow().len()
+    }
+
+    /// Delivers every waiting answer and stops holding new ones.
+    pub fn release_held(&self) {
+        *self.hold_url.borrow_mut() = None;
+        for sender in self.held.borrow_mut().drain(..) {
+            let _ = sender.send(());
         }
     }
 
@@ -167,7 +193,18 @@ impl Transport for ScriptedTransport {
         self.clock.advance(self.latency.get());
         self.in_flight.set(self.in_flight.get() - 1);
         let now = self.clock.now();
-        (self.responder.borrow_mut())(request, now)
+        let answer = (self.responder.borrow_mut())(request, now);
+        let hold = self
+            .hold_url
+            .borrow()
+            .as_deref()
+            .is_some_and(|suffix| request.url.ends_with(suffix));
+        if hold {
+            let (sender, receiver) = futures::channel::oneshot::channel();
+            self.held.borrow_mut().push(sender);
+            let _ = receiver.await;
+        }
+        answer
     }
 }
 

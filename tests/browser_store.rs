@@ -31,6 +31,7 @@ fn task(id: &str, priority: Priority) -> Task {
         next_attempt_at: None,
         created_at: 1_764_000_000_000.0,
         errors: vec![],
+        dispatched: false,
     }
 }
 

@@ -10,7 +10,7 @@ const TYPES: &'static str = r#"
 export type Priority = "high" | "normal" | "low";
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 export type ConflictStrategy = "server-wins" | "client-wins" | "last-write-wins" | "merge";
-export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict";
+export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict" | "unconfirmed";
 export type TidesyncErrorCode =
   | "invalid-options" | "invalid-task" | "invalid-event" | "closed"
   | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete"

@@ -35,6 +35,9 @@ const COMPLETED_MEMORY: usize = 1000;
 /// Errors kept on a task; older ones are dropped so an offline week does not
 /// grow a record without bound.
 const ERRORS_KEPT: usize = 20;
+/// A push stops growing before its body passes this (the reference server
+/// accepts 1 MiB by default); a 413 halves the batch on top of it.
+pub const PUSH_BODY_BUDGET: usize = 512 * 1024;
 
 /// The result of one flush.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -75,6 +78,9 @@ struct State {
     recently_completed: VecDeque<String>,
     closed: bool,
     periodic_generation: u64,
+    /// Mutations per push the server accepted after refusing a larger push
+    /// with 413 (the body limit), if it did.
+    push_limit: Option<usize>,
 }
 
 /// The outbox engine, generic over its [`Ports`].
@@ -89,14 +95,6 @@ pub struct Outbox<P: Ports> {
     options: OutboxOptions,
     state: RefCell<State>,
 }
-
-/// What one in-flight request carried and got back.
-type Attempt = (
-    Vec<Task>,
-    Result<Result<HttpResponse, TransportError>, StoreError>,
-    Millis,
-    Option<String>,
-);
 
 impl<P: Ports> Outbox<P> {
     /// Opens the outbox over a store, loading what it holds.
@@ -137,6 +135,7 @@ impl<P: Ports> Outbox<P> {
             recently_completed: VecDeque::new(),
             closed: false,
             periodic_generation: 0,
+            push_limit: None,
         };
         Ok(Self {
             store,
@@ -161,7 +160,14 @@ impl<P: Ports> Outbox<P> {
     /// into the schedule.
     pub fn adopt(&self, task: Task) {
         let mut state = self.state.borrow_mut();
-        if !state.in_flight.contains(&task.id) {
+        // A newer revision of a task in flight waits behind it: its key stays
+        // busy until the older one is settled, and that settling removes
+        // only the revision it sent.
+        if state
+            .schedule
+            .get(&task.id)
+            .is_none_or(|t| t.revision < task.revision)
+        {
             state.schedule.upsert(task);
         }
         state.rerun_requested |= state.flushing;
@@ -206,6 +212,7 @@ impl<P: Ports> Outbox<P> {
             next_attempt_at: None,
             created_at: self.clock.now(),
             errors: Vec::new(),
+            dispatched: false,
         };
         let (sender, receiver) = oneshot::channel();
         let lead = {
@@ -364,6 +371,9 @@ impl<P: Ports> Outbox<P> {
         self.emit_status();
         let mut report = FlushReport::default();
         let mut running = FuturesUnordered::new();
+        // Each request is sent and settled inside its own future, so every
+        // one in flight keeps being polled while another is settled (a
+        // store transaction must never wait on a future nobody polls).
         // A store error while settling stops dispatching, but the requests
         // already in flight are still settled (their keys released) before
         // the error is returned, so nothing stays marked busy.
@@ -378,23 +388,20 @@ impl<P: Ports> Outbox<P> {
                 } else {
                     vec![task]
                 };
-                report.sent += batch.len();
-                running.push(self.attempt(batch));
+                running.push(self.attempt_and_settle(batch));
             }
-            let Some((tasks, result, sent_at, sent_token)) = running.next().await else {
+            let Some(result) = running.next().await else {
                 break;
             };
-            match self
-                .settle_attempt(tasks, result, sent_at, sent_token)
-                .await
-            {
+            match result {
                 Ok(settled) => {
                     for one in settled {
                         match one {
                             Settled::Completed => report.completed += 1,
                             Settled::Failed => report.failed += 1,
                             Settled::Retried => report.retried += 1,
-                            Settled::Paused => {}
+                            Settled::Sent(n) => report.sent += n,
+                            Settled::Paused | Settled::Deferred => {}
                         }
                     }
                 }
@@ -443,14 +450,12 @@ impl<P: Ports> Outbox<P> {
             state.schedule.remove(&id);
         }
         for task in stored {
-            if state.in_flight.contains(&task.id) {
-                continue;
-            }
-            let newer_here = state.schedule.get(&task.id).is_some_and(|t| {
+            let in_flight = state.in_flight.contains(&task.id);
+            let keep_ours = state.schedule.get(&task.id).is_some_and(|t| {
                 t.revision > task.revision
-                    || (t.revision == task.revision && t.attempts > task.attempts)
+                    || (t.revision == task.revision && (in_flight || t.attempts >= task.attempts))
             });
-            if !newer_here {
+            if !keep_ours {
                 state.schedule.upsert(task);
             }
         }
@@ -478,80 +483,119 @@ impl<P: Ports> Outbox<P> {
 
     /// More due mutation tasks (of other records) to send with `first` in
     /// one push, up to the replica's batch size.
+    /// Stops at the replica's batch size, at a smaller limit learnt from a
+    /// 413, and before the body passes [`PUSH_BODY_BUDGET`] (a mutation
+    /// larger than that goes alone).
     fn take_mutation_batch(&self, first: Task) -> Vec<Task> {
-        let limit = self.replica.as_ref().map_or(1, |r| r.batch_size().max(1));
-        let now = self.clock.now();
-        let mut batch = vec![first];
         let mut state = self.state.borrow_mut();
+        let limit = self
+            .replica
+            .as_ref()
+            .map_or(1, |r| r.batch_size().max(1))
+            .min(state.push_limit.unwrap_or(usize::MAX))
+            .max(1);
+        let now = self.clock.now();
+        let mut bytes = first.request.estimated_body_size();
+        let mut batch = vec![first];
         while batch.len() < limit {
-            let Some(task) = state
-                .schedule
-                .take_next_where(now, |t| t.kind == TaskKind::Mutation)
-            else {
+            let Some(task) = state.schedule.take_next_where(now, |t| {
+                t.kind == TaskKind::Mutation
+                    && bytes + t.request.estimated_body_size() <= PUSH_BODY_BUDGET
+            }) else {
                 break;
             };
+            bytes += task.request.estimated_body_size();
             state.in_flight.insert(task.id.clone());
             batch.push(task);
         }
         batch
     }
 
-    /// Sends one request: a plain task as registered, or a batch of
-    /// mutations as one push.
-    async fn attempt(&self, tasks: Vec<Task>) -> Attempt {
-        let prepared = match (tasks[0].kind, &self.replica) {
-            (TaskKind::Mutation, Some(replica)) => replica.prepare_push(&tasks).await,
-            (TaskKind::Mutation, None) => Err(StoreError::Corrupt(
-                "a mutation task is queued but replication is not configured (serverUrl and entityTypes)".into(),
-            )),
-            (TaskKind::Request, _) => Ok(tasks[0].request.clone()),
-        };
-        let sent_at = self.clock.now();
-        let request = match prepared {
-            Ok(request) => request,
-            Err(error) => return (tasks, Err(error), sent_at, None),
-        };
-        let (request, sent_token) = self.with_headers(request, &tasks[0]);
-        let result = self
-            .transport
-            .send(&request, self.options.request_timeout)
-            .await;
-        (tasks, Ok(result), sent_at, sent_token)
-    }
-
-    /// Settles a finished attempt, then frees every key it held, even when
-    /// the store fails (the tasks then stay queued and are replayed).
-    async fn settle_attempt(
-        &self,
-        tasks: Vec<Task>,
-        result: Result<Result<HttpResponse, TransportError>, StoreError>,
-        sent_at: Millis,
-        sent_token: Option<String>,
-    ) -> Result<Vec<Settled>, StoreError> {
-        let result = match result {
-            Ok(result) => result,
-            Err(error) => {
-                let mut state = self.state.borrow_mut();
-                for task in &tasks {
-                    state.in_flight.remove(&task.id);
-                    state.schedule.release(task.key());
-                }
-                return Err(error);
-            }
-        };
-        if tasks.len() == 1 && tasks[0].kind == TaskKind::Request {
-            let task = tasks.into_iter().next().expect("one task");
-            return Ok(vec![self.settle(task, result, sent_at, sent_token).await?]);
-        }
+    /// Sends one request (a plain task as registered, or a batch of
+    /// mutations as one push) and settles its outcome, then frees every key
+    /// it held, even when the store fails (the tasks then stay queued and
+    /// are replayed).
+    async fn attempt_and_settle(&self, tasks: Vec<Task>) -> Result<Vec<Settled>, StoreError> {
         let keys: Vec<String> = tasks.iter().map(|t| t.key().to_owned()).collect();
-        let settled = self
-            .apply_batch_outcome(tasks, result, sent_at, sent_token)
-            .await;
+        let settled = self.attempt(tasks).await;
         let mut state = self.state.borrow_mut();
         for key in keys {
             state.schedule.release(&key);
         }
         settled
+    }
+
+    async fn attempt(&self, tasks: Vec<Task>) -> Result<Vec<Settled>, StoreError> {
+        let (tasks, request) = match (tasks[0].kind, &self.replica) {
+            (TaskKind::Request, _) => {
+                let request = tasks[0].request.clone();
+                (tasks, request)
+            }
+            (TaskKind::Mutation, replica) => {
+                let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+                let plan = match replica {
+                    Some(replica) => replica.prepare_push(tasks).await,
+                    None => Err(StoreError::Corrupt(
+                        "a mutation task is queued but replication is not configured (serverUrl and entityTypes)".into(),
+                    )),
+                };
+                let plan = match plan {
+                    Ok(plan) => plan,
+                    Err(error) => {
+                        let mut state = self.state.borrow_mut();
+                        for id in ids {
+                            state.in_flight.remove(&id);
+                        }
+                        return Err(error);
+                    }
+                };
+                self.drop_replaced(plan.dropped);
+                if plan.tasks.is_empty() {
+                    return Ok(vec![Settled::Deferred]);
+                }
+                (plan.tasks, plan.request)
+            }
+        };
+        let sent = tasks.len();
+        let (request, sent_token) = self.with_headers(request, &tasks[0]);
+        let sent_at = self.clock.now();
+        let result = self
+            .transport
+            .send(&request, self.options.request_timeout)
+            .await;
+        let mut settled = if tasks.len() == 1 && tasks[0].kind == TaskKind::Request {
+            let task = tasks.into_iter().next().expect("one task");
+            vec![
+                self.apply_outcome(task, result, sent_at, sent_token)
+                    .await?,
+            ]
+        } else {
+            self.apply_batch_outcome(tasks, result, sent_at, sent_token)
+                .await?
+        };
+        settled.push(Settled::Sent(sent));
+        Ok(settled)
+    }
+
+    /// Tasks a push left out because they were replaced or cancelled in the
+    /// store since they were scheduled: forget this copy; the next pass
+    /// reads what the store holds now.
+    fn drop_replaced(&self, dropped: Vec<Task>) {
+        if dropped.is_empty() {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        for task in dropped {
+            state.in_flight.remove(&task.id);
+            if state
+                .schedule
+                .get(&task.id)
+                .is_some_and(|t| t.revision == task.revision)
+            {
+                state.schedule.remove(&task.id);
+            }
+        }
+        state.rerun_requested = true;
     }
 
     async fn apply_batch_outcome(
@@ -562,6 +606,18 @@ impl<P: Ports> Outbox<P> {
         sent_token: Option<String>,
     ) -> Result<Vec<Settled>, StoreError> {
         let now = self.clock.now();
+        if tasks.len() > 1 && matches!(&result, Ok(response) if response.status == 413) {
+            // The push was larger than the server takes: split it. Nothing
+            // was applied, so the tasks stay due, unchanged.
+            let half = tasks.len() / 2;
+            let mut state = self.state.borrow_mut();
+            state.push_limit = Some(half);
+            for task in &tasks {
+                state.in_flight.remove(&task.id);
+            }
+            state.rerun_requested = true;
+            return Ok(vec![Settled::Deferred]);
+        }
         let outcome = classify(result, now);
         self.note_attempt(&tasks, sent_at, now);
         self.note_reachability(&outcome);
@@ -675,21 +731,6 @@ impl<P: Ports> Outbox<P> {
                 .is_some_and(|base| is_under(&url, base))
     }
 
-    /// Applies an attempt's outcome, then frees the task's key, even when
-    /// the store fails (the task then stays queued and is replayed).
-    async fn settle(
-        &self,
-        task: Task,
-        result: Result<crate::engine::task::HttpResponse, crate::engine::ports::TransportError>,
-        sent_at: Millis,
-        sent_token: Option<String>,
-    ) -> Result<Settled, StoreError> {
-        let key = task.key().to_owned();
-        let settled = self.apply_outcome(task, result, sent_at, sent_token).await;
-        self.state.borrow_mut().schedule.release(&key);
-        settled
-    }
-
     async fn apply_outcome(
         &self,
         task: Task,
@@ -770,11 +811,11 @@ impl<P: Ports> Outbox<P> {
     ) -> Result<Settled, StoreError> {
         task.attempts += 1;
         push_error(&mut task, error.clone(), self.errors_kept());
-        let counts_against_budget = error.class != ErrorClass::Network;
+        let counts_against_budget = spends_budget(error.class);
         let budget_used = task
             .errors
             .iter()
-            .filter(|e| e.class != ErrorClass::Network)
+            .filter(|e| spends_budget(e.class))
             .count() as u32;
         let exhausted = counts_against_budget
             && (!task.retry_on_failure || budget_used > self.options.retry.max_retries);
@@ -1220,6 +1261,19 @@ enum Settled {
     Failed,
     Retried,
     Paused,
+    /// Left queued untouched (a push split after a 413, a task replaced
+    /// before it could be sent).
+    Deferred,
+    /// A request went out carrying this many tasks.
+    Sent(usize),
+}
+
+/// Whether a failure counts against the retry budget. Not when no HTTP
+/// answer came (the request says nothing about itself), nor when the answer
+/// was unreadable (the server may hold the work: giving up would
+/// dead-letter what it applied).
+fn spends_budget(class: ErrorClass) -> bool {
+    !matches!(class, ErrorClass::Network | ErrorClass::Unconfirmed)
 }
 
 /// Records an error, dropping the oldest beyond `keep`. Network errors go
@@ -1232,7 +1286,7 @@ fn push_error(task: &mut Task, error: TaskError, keep: usize) {
         let oldest = task
             .errors
             .iter()
-            .position(|e| e.class == ErrorClass::Network)
+            .position(|e| !spends_budget(e.class))
             .unwrap_or(0);
         task.errors.remove(oldest);
     }

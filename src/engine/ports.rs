@@ -30,10 +30,11 @@ pub trait Store {
     /// Every queued task, in no particular order.
     async fn load_tasks(&self) -> Result<Vec<Task>, StoreError>;
 
-    /// Writes a group of registrations in one transaction. A task whose id is
-    /// new gets the next `seq`s of the persisted counter; one whose id is
-    /// already queued keeps its `seq` and `created_at` (its place) and gets
-    /// `revision + 1`. Returns the tasks as stored, in input order.
+    /// Writes a group of registrations in one transaction. Every task gets
+    /// the next value of the persisted counter as its `revision` (so a
+    /// revision never repeats for an id); a new id also takes it as its
+    /// `seq`, while an id already queued keeps its `seq` and `created_at`
+    /// (its place). Returns the tasks as stored, in input order.
     async fn register_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Task>, StoreError>;
 
     /// Replaces a task's retry state, unless it was re-registered meanwhile
@@ -42,7 +43,7 @@ pub trait Store {
 
     /// Deletes an acknowledged task, unless it was re-registered meanwhile.
     /// Returns whether it deleted.
-    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError>;
+    async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError>;
 
     /// Moves a task to the dead letters in one transaction (unless it was
     /// re-registered meanwhile). Returns whether it moved.
@@ -135,7 +136,7 @@ impl<S: Store> Store for std::rc::Rc<S> {
     async fn update_task(&self, task: &Task) -> Result<bool, StoreError> {
         (**self).update_task(task).await
     }
-    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
+    async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError> {
         (**self).complete_task(id, revision).await
     }
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
@@ -223,29 +224,74 @@ pub trait RecordStore {
     /// Every record of a type, tombstones included, read with a cursor.
     async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError>;
 
+    /// The queued mutation tasks of each record (its chain: ids
+    /// [`crate::engine::replication::replicator::mutation_task_id`] and
+    /// that id followed by `#…`), oldest first.
+    async fn mutation_chains(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Vec<Task>>, StoreError>;
+
     /// A local write: the record and its mutation task in one transaction.
-    /// The task is registered as by [`Store::register_tasks`] (a queued id
-    /// keeps its place: consecutive writes to one record coalesce).
+    /// The task's id is chosen by
+    /// [`crate::engine::replication::replicator::place_in_chain`] from the
+    /// record's chain as stored in that transaction, then registered as by
+    /// [`Store::register_tasks`].
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError>;
 
-    /// Writes records, registers tasks, deletes tasks by id, deletes records,
-    /// and sets the pull cursor, all in one transaction (a pulled page, a
-    /// push result). Returns the registered tasks as stored.
+    /// Applies a [`RecordChange`] in one transaction. Returns the tasks it
+    /// registered, as stored.
     async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError>;
+
+    /// Marks mutation tasks as dispatched and stores their frozen bodies,
+    /// each only if it is still stored at the same revision (it was not
+    /// replaced or cancelled meanwhile, by this tab or another). Returns,
+    /// per task, whether it was.
+    async fn mark_dispatched(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError>;
 
     async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     async fn put_meta_text(&self, key: &str, value: &str) -> Result<(), StoreError>;
 }
 
-/// One atomic change of the replicated state.
+/// One atomic change of the replicated state (a pulled page, a push
+/// answer, a repair).
 #[derive(Default, Debug, Clone)]
 pub struct RecordChange {
-    pub records: Vec<LocalRecord>,
-    pub register: Vec<Task>,
-    pub cancel_tasks: Vec<String>,
+    pub writes: Vec<RecordWrite>,
+    /// Records to remove; one with an unsent change is kept.
     pub delete_records: Vec<(String, String)>,
     pub cursor: Option<String>,
+}
+
+/// A record write decided from the record as it was read. Stores apply it
+/// only if the record still has the same unsent change
+/// (`pending_mutation_id`), and its `cancel` still names a stored,
+/// never-dispatched task at that revision; otherwise the whole write is
+/// skipped: a local write made since wins, and its push meets the server's
+/// copy as a conflict.
+#[derive(Debug, Clone)]
+pub struct RecordWrite {
+    pub record: LocalRecord,
+    /// The `pending_mutation_id` the decision was made on (`None`: the
+    /// record was absent or had no unsent change).
+    pub expect_pending: Option<String>,
+    /// The record's queued mutation (id, revision) this write replaces.
+    pub cancel: Option<(String, u64)>,
+    /// A mutation to queue (a settled conflict to push).
+    pub register: Option<Task>,
+}
+
+impl RecordWrite {
+    /// A write that replaces nothing and queues nothing.
+    pub fn plain(record: LocalRecord, expect_pending: Option<String>) -> Self {
+        Self {
+            record,
+            expect_pending,
+            cancel: None,
+            register: None,
+        }
+    }
 }
 
 /// What became of one mutation of a pushed batch.
@@ -259,13 +305,23 @@ pub enum MutationVerdict {
     Retry(TaskError),
 }
 
+/// A push ready to send: the request, the tasks it carries (dispatched,
+/// with their frozen bodies), and the tasks left out because another write
+/// or another tab replaced or cancelled them since they were scheduled.
+#[derive(Debug, Clone)]
+pub struct PushPlan {
+    pub request: HttpRequest,
+    pub tasks: Vec<Task>,
+    pub dropped: Vec<Task>,
+}
+
 /// The outbox's view of replication: how to send a batch of mutation tasks
 /// as one push, and how to apply its answer.
 pub trait Replica {
     /// Mutations per push.
     fn batch_size(&self) -> usize;
-    /// The push request for these mutation tasks (fresh base versions).
-    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError>;
+    /// Freezes and marks the tasks as dispatched, and builds their push.
+    async fn prepare_push(&self, tasks: Vec<Task>) -> Result<PushPlan, StoreError>;
     /// Applies a 2xx push answer: one verdict per task, in order, and the
     /// tasks queued as a consequence (a conflict resolved for the client).
     async fn apply_push(
@@ -288,7 +344,7 @@ impl Replica for NoReplica {
     fn batch_size(&self) -> usize {
         1
     }
-    async fn prepare_push(&self, _tasks: &[Task]) -> Result<HttpRequest, StoreError> {
+    async fn prepare_push(&self, _tasks: Vec<Task>) -> Result<PushPlan, StoreError> {
         Err(StoreError::Corrupt("a mutation task is queued but replication is not configured (serverUrl and entityTypes)".into()))
     }
     async fn apply_push(
@@ -307,7 +363,7 @@ impl<R: Replica> Replica for std::rc::Rc<R> {
     fn batch_size(&self) -> usize {
         (**self).batch_size()
     }
-    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError> {
+    async fn prepare_push(&self, tasks: Vec<Task>) -> Result<PushPlan, StoreError> {
         (**self).prepare_push(tasks).await
     }
     async fn apply_push(
@@ -368,8 +424,17 @@ impl<S: RecordStore> RecordStore for std::rc::Rc<S> {
     async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
         (**self).records_of(entity_type).await
     }
+    async fn mutation_chains(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Vec<Task>>, StoreError> {
+        (**self).mutation_chains(keys).await
+    }
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
         (**self).write_local(record, task).await
+    }
+    async fn mark_dispatched(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError> {
+        (**self).mark_dispatched(tasks).await
     }
     async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
         (**self).apply(change).await

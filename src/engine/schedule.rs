@@ -162,6 +162,7 @@ mod tests {
             next_attempt_at: None,
             created_at: 0.0,
             errors: vec![],
+            dispatched: false,
         }
     }
 

@@ -76,6 +76,37 @@ pub struct HttpRequest {
     pub body: Option<Body>,
 }
 
+impl HttpRequest {
+    /// About how many bytes the body takes on the wire, without building
+    /// it (to keep pushes under the server's body limit).
+    pub fn estimated_body_size(&self) -> usize {
+        match &self.body {
+            None => 0,
+            Some(Body::Text(text)) => text.len(),
+            Some(Body::Bytes(bytes)) => bytes.len(),
+            Some(Body::Json(value)) => json_size(value),
+        }
+    }
+}
+
+/// The length of a JSON value's compact text, escapes aside.
+fn json_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(fields) => {
+            2 + fields
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size(v))
+                .sum::<usize>()
+        }
+    }
+}
+
 /// The parts of a response an application needs from a replayed request.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +157,11 @@ pub enum ErrorClass {
     Permission,
     /// 409: the server holds a newer version.
     Conflict,
+    /// The server answered 2xx but the answer could not be read: the work
+    /// may have been applied. It is replayed (mutation ids and
+    /// `Idempotency-Key`s make that harmless) without spending the retry
+    /// budget, since giving up could dead-letter what the server holds.
+    Unconfirmed,
 }
 
 impl ErrorClass {
@@ -137,6 +173,7 @@ impl ErrorClass {
             Self::Validation => "validation",
             Self::Permission => "permission",
             Self::Conflict => "conflict",
+            Self::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -175,9 +212,11 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     pub request: HttpRequest,
-    /// Bumped by every re-registration, so that completing an older payload
-    /// that was in flight does not delete the newer one.
-    pub revision: u32,
+    /// Which registration of this id this is: a value of the persisted
+    /// counter that also gives out `seq`s, so it never repeats for an id
+    /// (not even after the task was deleted and registered again). A
+    /// completion removes only the exact revision it sent.
+    pub revision: u64,
     /// Sent as `Idempotency-Key`, the same on every attempt of this payload.
     pub idempotency_key: String,
     pub retry_on_failure: bool,
@@ -188,6 +227,11 @@ pub struct Task {
     pub created_at: Millis,
     #[serde(default)]
     pub errors: Vec<TaskError>,
+    /// A mutation whose push began: it may have reached the server, so its
+    /// body is frozen (it is replayed exactly, and a newer write of the
+    /// record queues behind it instead of replacing it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dispatched: bool,
 }
 
 impl Task {

@@ -12,11 +12,12 @@
 //! Every method is one transaction; writes issue all their requests and
 //! await the transaction once (awaiting each put would cost ~3x).
 
-use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
+use crate::engine::ports::{RecordChange, RecordStore, RecordWrite, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
-use crate::engine::replication::replicator::{keep_sent_mutation, mutation_task_id};
+use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
+use futures::future::try_join_all;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -214,7 +215,7 @@ impl Store for IdbStore {
         Ok(true)
     }
 
-    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
+    async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError> {
         let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         if !same_revision(&tasks, id, revision).await? {
@@ -282,10 +283,11 @@ impl Store for IdbStore {
         let seq = last_seq(&meta).await? + 1;
         let mut task = failed.task;
         task.seq = seq;
+        task.revision = seq;
         task.attempts = 0;
         task.errors.clear();
         task.next_attempt_at = None;
-        task.revision += 1;
+        task.dispatched = false;
         tasks.put(&to_js(&task)?, None).await.map_err(map_error)?;
         meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
             .await
@@ -324,9 +326,9 @@ async fn last_seq(meta: &rexie::Store) -> Result<u64, StoreError> {
         .unwrap_or(0.0) as u64)
 }
 
-/// Registers tasks inside an open transaction over `tasks` and `meta`: new
-/// ids get the next seqs of the persisted counter, queued ids keep their
-/// place and get `revision + 1`.
+/// Registers tasks inside an open transaction over `tasks` and `meta`: each
+/// task's revision is the next value of the persisted counter; new ids also
+/// take it as their seq, queued ids keep their place.
 async fn register_in(
     tasks: &rexie::Store,
     meta: &rexie::Store,
@@ -352,22 +354,26 @@ async fn register_in(
             .filter_map(|k| k.as_string())
             .collect()
     };
+    let queued = try_join_all(
+        batch
+            .iter()
+            .filter(|t| existing.contains(&t.id))
+            .map(|t| tasks.get(JsValue::from_str(&t.id))),
+    )
+    .await
+    .map_err(map_error)?;
+    let mut queued = queued.into_iter();
     for task in batch.iter_mut() {
+        seq += 1;
+        task.revision = seq;
+        task.seq = seq;
         if existing.contains(&task.id) {
-            if let Some(stored) = tasks
-                .get(JsValue::from_str(&task.id))
-                .await
-                .map_err(map_error)?
-            {
+            if let Some(stored) = queued.next().flatten() {
                 let stored: Task = from_js(stored)?;
                 task.seq = stored.seq;
                 task.created_at = stored.created_at;
-                task.revision = stored.revision + 1;
-                continue;
             }
         }
-        seq += 1;
-        task.seq = seq;
     }
     let values = batch
         .iter()
@@ -378,6 +384,33 @@ async fn register_in(
         .await
         .map_err(map_error)?;
     Ok(batch)
+}
+
+/// The queued mutations of a record, oldest first, read inside an open
+/// transaction: its head id and every `head#…` id, one key range.
+async fn chain_in(
+    tasks: &rexie::Store,
+    entity_type: &str,
+    id: &str,
+) -> Result<Vec<Task>, StoreError> {
+    let head = mutation_task_id(entity_type, id);
+    let range = rexie::KeyRange::bound(
+        &JsValue::from_str(&head),
+        &JsValue::from_str(&format!("{head}#\u{ffff}")),
+        Some(false),
+        Some(false),
+    )
+    .map_err(|e| map_error(e.into()))?;
+    let values = tasks.get_all(Some(range), None).await.map_err(map_error)?;
+    let mut chain = Vec::new();
+    for value in values {
+        let task: Task = from_js(value)?;
+        if in_chain(&head, &task.id) {
+            chain.push(task);
+        }
+    }
+    chain.sort_by_key(|t| t.seq);
+    Ok(chain)
 }
 
 fn record_key(entity_type: &str, id: &str) -> JsValue {
@@ -411,20 +444,11 @@ impl RecordStore for IdbStore {
     ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
         let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (entity_type, id) in keys {
-            out.push(
-                match records
-                    .get(record_key(entity_type, id))
-                    .await
-                    .map_err(map_error)?
-                {
-                    Some(value) => Some(from_js(value)?),
-                    None => None,
-                },
-            );
-        }
-        Ok(out)
+        read_records(
+            &records,
+            keys.iter().map(|(t, id)| (t.as_str(), id.as_str())),
+        )
+        .await
     }
 
     async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
@@ -437,32 +461,47 @@ impl RecordStore for IdbStore {
         values.into_iter().map(from_js).collect()
     }
 
+    async fn mutation_chains(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Vec<Task>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.transaction(&[TASKS], TransactionMode::ReadOnly)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        try_join_all(keys.iter().map(|(t, id)| chain_in(&tasks, t, id))).await
+    }
+
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
         let tx = self.transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         let mut task = task;
-        let queued: Option<Task> = match tasks
-            .get(JsValue::from_str(&task.id))
-            .await
-            .map_err(map_error)?
-        {
-            Some(value) => Some(from_js(value)?),
-            None => None,
-        };
-        keep_sent_mutation(queued.as_ref(), &mut task);
+        let chain = chain_in(&tasks, &record.entity_type, &record.id).await?;
+        place_in_chain(&chain, &mut task);
         let stored = register_in(&tasks, &meta, vec![task]).await?;
-        // A newer write supersedes the record's failed mutation: retrying
-        // that one later would send older data over the newer.
+        // A newer write supersedes the record's failed mutations: retrying
+        // one later would send older data over the newer.
         let failed = tx.store(FAILED).map_err(map_error)?;
-        failed
-            .delete(JsValue::from_str(&mutation_task_id(
-                &record.entity_type,
-                &record.id,
-            )))
+        let head = mutation_task_id(&record.entity_type, &record.id);
+        let range = rexie::KeyRange::bound(
+            &JsValue::from_str(&head),
+            &JsValue::from_str(&format!("{head}#\u{ffff}")),
+            Some(false),
+            Some(false),
+        )
+        .map_err(|e| map_error(e.into()))?;
+        let failed_keys = failed
+            .get_all_keys(Some(range), None)
             .await
             .map_err(map_error)?;
+        for key in failed_keys {
+            if key.as_string().is_some_and(|id| in_chain(&head, &id)) {
+                failed.delete(key).await.map_err(map_error)?;
+            }
+        }
         records
             .put(&to_js(record)?, None)
             .await
@@ -479,27 +518,72 @@ impl RecordStore for IdbStore {
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
-        let registered = register_in(&tasks, &meta, change.register).await?;
-        for id in &change.cancel_tasks {
-            tasks
-                .delete(JsValue::from_str(id))
-                .await
-                .map_err(map_error)?;
+        // The guards: each write applies only to the record state it was
+        // decided on (see RecordWrite), read here in the same transaction.
+        let current = read_records(
+            &records,
+            change
+                .writes
+                .iter()
+                .map(|w| (w.record.entity_type.as_str(), w.record.id.as_str())),
+        )
+        .await?;
+        let cancels = try_join_all(change.writes.iter().map(|w| async {
+            match &w.cancel {
+                Some((id, _)) => tasks.get(JsValue::from_str(id)).await.map_err(map_error),
+                None => Ok(None),
+            }
+        }))
+        .await?;
+        let mut register = Vec::new();
+        let mut values = Vec::new();
+        for ((write, current), cancel) in change.writes.into_iter().zip(current).zip(cancels) {
+            let pending = current.and_then(|r| r.pending_mutation_id);
+            if pending != write.expect_pending {
+                continue;
+            }
+            if let Some((id, revision)) = &write.cancel {
+                let Some(stored) = cancel else { continue };
+                let stored: Task = from_js(stored)?;
+                if stored.revision != *revision || stored.dispatched {
+                    continue;
+                }
+                tasks
+                    .delete(JsValue::from_str(id))
+                    .await
+                    .map_err(map_error)?;
+            }
+            let RecordWrite {
+                record,
+                register: task,
+                ..
+            } = write;
+            register.extend(task);
+            values.push((to_js(&record)?, None));
         }
-        let values = change
-            .records
-            .iter()
-            .map(|r| to_js(r).map(|v| (v, None)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let registered = register_in(&tasks, &meta, register).await?;
         records
             .put_all(values.into_iter())
             .await
             .map_err(map_error)?;
-        for (entity_type, id) in &change.delete_records {
-            records
-                .delete(record_key(entity_type, id))
-                .await
-                .map_err(map_error)?;
+        if !change.delete_records.is_empty() {
+            let doomed = read_records(
+                &records,
+                change
+                    .delete_records
+                    .iter()
+                    .map(|(t, id)| (t.as_str(), id.as_str())),
+            )
+            .await?;
+            for ((entity_type, id), record) in change.delete_records.iter().zip(doomed) {
+                if record.is_some_and(|r| r.has_unsent_change()) {
+                    continue;
+                }
+                records
+                    .delete(record_key(entity_type, id))
+                    .await
+                    .map_err(map_error)?;
+            }
         }
         if let Some(cursor) = &change.cursor {
             meta.put(&meta_entry(CURSOR_KEY, cursor)?, None)
@@ -508,6 +592,24 @@ impl RecordStore for IdbStore {
         }
         finish(tx).await?;
         Ok(registered)
+    }
+
+    async fn mark_dispatched(&self, batch: &[Task]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let stored = try_join_all(batch.iter().map(|t| stored_revision(&tasks, &t.id))).await?;
+        let mut marked = Vec::with_capacity(batch.len());
+        let mut values = Vec::new();
+        for (task, revision) in batch.iter().zip(stored) {
+            let same = revision == Some(task.revision);
+            if same {
+                values.push((to_js(task)?, None));
+            }
+            marked.push(same);
+        }
+        tasks.put_all(values.into_iter()).await.map_err(map_error)?;
+        finish(tx).await?;
+        Ok(marked)
     }
 
     async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -519,13 +621,35 @@ impl RecordStore for IdbStore {
     }
 }
 
-async fn same_revision(tasks: &rexie::Store, id: &str, revision: u32) -> Result<bool, StoreError> {
+/// Several records read inside an open transaction, all requests issued at
+/// once: awaiting them one by one would let the transaction commit in
+/// between whenever this future is polled late (rexie#36).
+async fn read_records<'a>(
+    records: &rexie::Store,
+    keys: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<Option<LocalRecord>>, StoreError> {
+    let values = try_join_all(keys.map(|(t, id)| records.get(record_key(t, id))))
+        .await
+        .map_err(map_error)?;
+    values
+        .into_iter()
+        .map(|v| v.map(from_js).transpose())
+        .collect()
+}
+
+/// The revision of a stored task, if it is stored.
+async fn stored_revision(tasks: &rexie::Store, id: &str) -> Result<Option<u64>, StoreError> {
     let Some(stored) = tasks.get(JsValue::from_str(id)).await.map_err(map_error)? else {
-        return Ok(false);
+        return Ok(None);
     };
-    let stored_revision = js_sys::Reflect::get(&stored, &JsValue::from_str("revision"))
-        .ok()
-        .and_then(|v| v.as_f64())
-        .unwrap_or(-1.0);
-    Ok(stored_revision == revision as f64)
+    Ok(
+        js_sys::Reflect::get(&stored, &JsValue::from_str("revision"))
+            .ok()
+            .and_then(|v| v.as_f64())
+            .map(|v| v as u64),
+    )
+}
+
+async fn same_revision(tasks: &rexie::Store, id: &str, revision: u64) -> Result<bool, StoreError> {
+    Ok(stored_revision(tasks, id).await? == Some(revision))
 }

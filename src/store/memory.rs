@@ -2,9 +2,9 @@
 //! durability. Used by native tests and as the reference the IndexedDB
 //! adapter is compared against.
 
-use crate::engine::ports::{RecordChange, RecordStore, Store, StoreError};
+use crate::engine::ports::{RecordChange, RecordStore, RecordWrite, Store, StoreError};
 use crate::engine::replication::record::LocalRecord;
-use crate::engine::replication::replicator::{keep_sent_mutation, mutation_task_id};
+use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
 use std::cell::{Cell, RefCell};
@@ -56,16 +56,14 @@ impl Store for MemoryStore {
         let mut stored_tasks = self.tasks.borrow_mut();
         let mut out = Vec::with_capacity(tasks.len());
         for mut task in tasks {
+            self.seq.set(self.seq.get() + 1);
+            task.revision = self.seq.get();
             match stored_tasks.get(&task.id) {
                 Some(existing) => {
                     task.seq = existing.seq;
                     task.created_at = existing.created_at;
-                    task.revision = existing.revision + 1;
                 }
-                None => {
-                    self.seq.set(self.seq.get() + 1);
-                    task.seq = self.seq.get();
-                }
+                None => task.seq = self.seq.get(),
             }
             stored_tasks.insert(task.id.clone(), task.clone());
             out.push(task);
@@ -85,7 +83,7 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn complete_task(&self, id: &str, revision: u32) -> Result<bool, StoreError> {
+    async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError> {
         self.write()?;
         let mut tasks = self.tasks.borrow_mut();
         if tasks.get(id).is_some_and(|t| t.revision == revision) {
@@ -130,7 +128,8 @@ impl Store for MemoryStore {
         task.attempts = 0;
         task.errors.clear();
         task.next_attempt_at = None;
-        task.revision += 1;
+        task.dispatched = false;
+        task.revision = self.seq.get();
         self.tasks
             .borrow_mut()
             .insert(task.id.clone(), task.clone());
@@ -161,6 +160,39 @@ impl MemoryRecords {
         self.records
             .borrow_mut()
             .insert((record.entity_type.clone(), record.id.clone()), record);
+    }
+
+    /// The record's queued mutations, oldest first.
+    fn chain(&self, entity_type: &str, id: &str) -> Vec<Task> {
+        let head = mutation_task_id(entity_type, id);
+        let mut chain: Vec<Task> = self
+            .tasks
+            .tasks
+            .borrow()
+            .values()
+            .filter(|t| in_chain(&head, &t.id))
+            .cloned()
+            .collect();
+        chain.sort_by_key(|t| t.seq);
+        chain
+    }
+
+    /// Whether a write's guards still hold (see [`RecordWrite`]).
+    fn still_applies(&self, write: &RecordWrite) -> bool {
+        let key = (write.record.entity_type.clone(), write.record.id.clone());
+        let pending = self
+            .records
+            .borrow()
+            .get(&key)
+            .and_then(|r| r.pending_mutation_id.clone());
+        if pending != write.expect_pending {
+            return false;
+        }
+        write.cancel.as_ref().is_none_or(|(id, revision)| {
+            self.tasks
+                .task(id)
+                .is_some_and(|t| t.revision == *revision && !t.dispatched)
+        })
     }
 
     pub fn remove(&self, entity_type: &str, id: &str) {
@@ -201,14 +233,22 @@ impl RecordStore for MemoryRecords {
             .collect())
     }
 
+    async fn mutation_chains(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<Vec<Task>>, StoreError> {
+        Ok(keys.iter().map(|(t, id)| self.chain(t, id)).collect())
+    }
+
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
         let mut task = task;
-        keep_sent_mutation(self.tasks.task(&task.id).as_ref(), &mut task);
+        place_in_chain(&self.chain(&record.entity_type, &record.id), &mut task);
         let stored = self.tasks.register_tasks(vec![task]).await?;
+        let head = mutation_task_id(&record.entity_type, &record.id);
         self.tasks
             .failed
             .borrow_mut()
-            .remove(&mutation_task_id(&record.entity_type, &record.id));
+            .retain(|id, _| !in_chain(&head, id));
         self.records.borrow_mut().insert(
             (record.entity_type.clone(), record.id.clone()),
             record.clone(),
@@ -220,25 +260,56 @@ impl RecordStore for MemoryRecords {
     }
 
     async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
-        let registered = if change.register.is_empty() {
+        let mut register = Vec::new();
+        for write in change.writes {
+            if !self.still_applies(&write) {
+                continue;
+            }
+            let RecordWrite {
+                record,
+                cancel,
+                register: task,
+                ..
+            } = write;
+            if let Some((id, _)) = cancel {
+                self.tasks.tasks.borrow_mut().remove(&id);
+            }
+            register.extend(task);
+            self.records
+                .borrow_mut()
+                .insert((record.entity_type.clone(), record.id.clone()), record);
+        }
+        let registered = if register.is_empty() {
             Vec::new()
         } else {
-            self.tasks.register_tasks(change.register).await?
+            self.tasks.register_tasks(register).await?
         };
-        for id in change.cancel_tasks {
-            self.tasks.tasks.borrow_mut().remove(&id);
-        }
         let mut records = self.records.borrow_mut();
-        for record in change.records {
-            records.insert((record.entity_type.clone(), record.id.clone()), record);
-        }
         for key in change.delete_records {
+            if records.get(&key).is_some_and(|r| r.has_unsent_change()) {
+                continue;
+            }
             records.remove(&key);
         }
         if let Some(cursor) = change.cursor {
             self.meta.borrow_mut().insert("pullCursor".into(), cursor);
         }
         Ok(registered)
+    }
+
+    async fn mark_dispatched(&self, tasks: &[Task]) -> Result<Vec<bool>, StoreError> {
+        self.tasks.write()?;
+        let mut stored = self.tasks.tasks.borrow_mut();
+        Ok(tasks
+            .iter()
+            .map(|task| match stored.get_mut(&task.id) {
+                Some(current) if current.revision == task.revision => {
+                    *current = task.clone();
+                    true
+                }
+                _ => false,
+            })
+            .collect())
     }
 
     async fn get_meta_text(&self, key: &str) -> Result<Option<String>, StoreError> {

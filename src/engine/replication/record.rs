@@ -83,7 +83,12 @@ impl LocalRecord {
 pub struct RemoteRecord {
     pub id: String,
     pub version: i64,
+    /// When the server stored this version.
     pub updated_at: Millis,
+    /// When the edit that made this version was made (`changedAt`; servers
+    /// that do not send it: `updatedAt`). Last-write-wins compares edit
+    /// times with edit times.
+    pub changed_at: Millis,
     pub is_deleted: bool,
     pub data: Map<String, Value>,
 }
@@ -99,19 +104,28 @@ impl RemoteRecord {
             .and_then(Value::as_str)
             .and_then(crate::engine::time::from_iso)
             .unwrap_or(0.0);
+        let changed_at = object
+            .get("changedAt")
+            .and_then(Value::as_str)
+            .and_then(crate::engine::time::from_iso)
+            .unwrap_or(updated_at);
         let is_deleted = object
             .get("isDeleted")
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let data = object
             .iter()
-            .filter(|(k, _)| !tidesync_protocol::RESERVED_FIELDS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                !tidesync_protocol::RESERVED_FIELDS.contains(&k.as_str())
+                    && k.as_str() != "changedAt"
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Some(Self {
             id,
             version,
             updated_at,
+            changed_at,
             is_deleted,
             data,
         })

@@ -5,8 +5,8 @@
 
 use crate::engine::events::{ConflictEvent, Event};
 use crate::engine::ports::{
-    Clock, ConflictResolver, EventSink, MutationVerdict, RecordChange, RecordStore, Replica,
-    StoreError, Transport, TransportError,
+    Clock, ConflictResolver, EventSink, MutationVerdict, PushPlan, RecordChange, RecordStore,
+    RecordWrite, Replica, StoreError, Transport, TransportError,
 };
 use crate::engine::replication::conflict::{changed_fields, resolve, Side, Strategy};
 use crate::engine::replication::record::{LocalRecord, RecordStatus, RemoteRecord};
@@ -14,7 +14,7 @@ use crate::engine::task::{
     Body, ErrorClass, HttpRequest, HttpResponse, Priority, ResponseBody, Task, TaskError, TaskKind,
 };
 use crate::engine::time::to_iso;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -84,11 +84,11 @@ pub struct VerifyReport {
     pub repaired: usize,
 }
 
-/// How a conflict ended.
+/// How a conflict ended: the record's new state, and its mutation to push
+/// when the result differs from the server's copy.
 struct Settlement {
     record: LocalRecord,
     requeue: Option<Task>,
-    cancel_task: bool,
 }
 
 pub struct Replicator<R: ReplicaPorts> {
@@ -103,16 +103,28 @@ pub struct Replicator<R: ReplicaPorts> {
     pulling: Cell<bool>,
 }
 
-/// Decides whether a new local write may replace the record's queued
-/// mutation (`queued`, if any). It may while that mutation was never sent:
-/// consecutive writes coalesce. Once it was sent, the server may have
-/// applied it even though no answer arrived, so it must go out as it is
-/// (a replay is answered `duplicate`); the new write is queued as a task of
-/// its own, behind it in the record's ordering key.
-pub fn keep_sent_mutation(queued: Option<&Task>, new: &mut Task) {
-    if queued.is_some_and(|q| q.attempts > 0) {
-        new.id = format!("{}#{}", new.id, new.idempotency_key);
+/// Places a new local write in the record's chain of queued mutations
+/// (`chain`, oldest first). It replaces the newest one while that one was
+/// never dispatched: consecutive writes coalesce. Once dispatched, the
+/// server may have applied it even though no answer arrived, so it goes out
+/// exactly as it was (a replay is answered `duplicate`) and the new write
+/// is queued as a task of its own, behind it in the record's ordering key.
+/// So a record has at most one never-dispatched mutation, always its newest.
+pub fn place_in_chain(chain: &[Task], new: &mut Task) {
+    let newest = chain.iter().max_by_key(|t| t.seq);
+    match newest {
+        Some(open) if !open.dispatched => new.id = open.id.clone(),
+        _ if chain.iter().any(|t| t.id == new.id) => {
+            new.id = format!("{}#{}", new.id, new.idempotency_key);
+        }
+        _ => {}
     }
+}
+
+/// Whether task `id` belongs to the chain whose head id is `head`.
+pub fn in_chain(head: &str, id: &str) -> bool {
+    id.strip_prefix(head)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('#'))
 }
 
 /// The id of the mutation task of a record: one per record, so
@@ -123,7 +135,7 @@ pub fn mutation_task_id(entity_type: &str, id: &str) -> String {
 
 fn mutation_of(task: &Task) -> Option<protocol::Mutation> {
     match &task.request.body {
-        Some(Body::Json(value)) => serde_json::from_value(value.clone()).ok(),
+        Some(Body::Json(value)) => protocol::Mutation::deserialize(value).ok(),
         _ => None,
     }
 }
@@ -316,6 +328,7 @@ impl<R: ReplicaPorts> Replicator<R> {
             next_attempt_at: None,
             created_at: now,
             errors: Vec::new(),
+            dispatched: false,
         }
     }
 
@@ -376,7 +389,7 @@ impl<R: ReplicaPorts> Replicator<R> {
                 &Side {
                     data: &remote.data,
                     is_deleted: remote.is_deleted,
-                    updated_at: remote.updated_at,
+                    updated_at: remote.changed_at,
                 },
                 &local.changed_fields,
             );
@@ -388,12 +401,20 @@ impl<R: ReplicaPorts> Replicator<R> {
             Ok((data, is_deleted, push, winner)) => {
                 let settlement = if push {
                     let mutation_id = self.clock.unique_id();
+                    // The edit time is when the user edited, not when the
+                    // conflict was settled: a result made of both sides is
+                    // as recent as the newer of them.
+                    let edited_at = if winner == "client" {
+                        local.updated_at
+                    } else {
+                        local.updated_at.max(remote.changed_at)
+                    };
                     let record = LocalRecord {
                         data,
                         is_deleted,
                         version: remote.version,
                         sync_status: RecordStatus::Pending,
-                        updated_at: now,
+                        updated_at: edited_at,
                         pending_mutation_id: Some(mutation_id.clone()),
                         conflict_remote: None,
                         sync_error: None,
@@ -403,7 +424,6 @@ impl<R: ReplicaPorts> Replicator<R> {
                     Settlement {
                         record,
                         requeue: Some(task),
-                        cancel_task: false,
                     }
                 } else {
                     let mut record = remote.clone().into_local(&entity_type);
@@ -412,7 +432,6 @@ impl<R: ReplicaPorts> Replicator<R> {
                     Settlement {
                         record,
                         requeue: None,
-                        cancel_task: true,
                     }
                 };
                 self.events.emit(Event::Conflict(ConflictEvent {
@@ -445,7 +464,6 @@ impl<R: ReplicaPorts> Replicator<R> {
                 Settlement {
                     record,
                     requeue: None,
-                    cancel_task: true,
                 }
             }
         }
@@ -572,6 +590,12 @@ impl<R: ReplicaPorts> Replicator<R> {
 
     /// Applies one page of server records (and the new cursor, if given)
     /// in one transaction. Returns (records, conflicts, tasks queued).
+    ///
+    /// A record with an unsent change meets a newer server copy as a
+    /// conflict, settled here only while its change was never dispatched.
+    /// Once a push of it began, the server may hold it already: the push's
+    /// answer (which carries the server's copy) settles it instead, so the
+    /// same edit is never pushed twice under two mutation ids.
     async fn apply_page(
         &self,
         data: &BTreeMap<String, Vec<Value>>,
@@ -579,10 +603,18 @@ impl<R: ReplicaPorts> Replicator<R> {
     ) -> Result<(usize, usize, Vec<Task>), ReplicationError> {
         let mut remotes = Vec::new();
         for (entity_type, records) in data {
-            for value in records {
-                if let Some(remote) = RemoteRecord::from_json(value) {
-                    remotes.push((entity_type.clone(), remote));
-                }
+            for (index, value) in records.iter().enumerate() {
+                // A malformed record stops the page before anything of it
+                // is applied, so the cursor never moves past it.
+                let remote = RemoteRecord::from_json(value).ok_or_else(|| {
+                    ReplicationError::Http {
+                        status: 200,
+                        message: format!(
+                            "pull page: record {index} of {entity_type:?} has no string `id` or no integer `version`; nothing of this page was applied"
+                        ),
+                    }
+                })?;
+                remotes.push((entity_type.clone(), remote));
             }
         }
         let keys: Vec<(String, String)> = remotes
@@ -590,41 +622,64 @@ impl<R: ReplicaPorts> Replicator<R> {
             .map(|(t, r)| (t.clone(), r.id.clone()))
             .collect();
         let locals = self.records.get_records(&keys).await?;
+        let held_keys: Vec<(String, String)> = keys
+            .iter()
+            .zip(&locals)
+            .filter(|(_, local)| local.as_ref().is_some_and(|l| l.has_unsent_change()))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let chains: HashMap<(String, String), Vec<Task>> = held_keys
+            .iter()
+            .cloned()
+            .zip(self.records.mutation_chains(&held_keys).await?)
+            .collect();
         let mut change = RecordChange {
             cursor,
             ..Default::default()
         };
+        let mut count = 0;
         let mut conflicts = 0;
-        for ((entity_type, remote), local) in remotes.into_iter().zip(locals) {
-            match local {
-                Some(local)
-                    if local.has_unsent_change() || local.sync_status == RecordStatus::Conflict =>
-                {
-                    if remote.version <= local.version {
-                        continue; // the copy our change is based on: nothing new
-                    }
-                    if local.sync_status == RecordStatus::Conflict {
-                        // Still unsettled by the app: keep the newest server side.
-                        let mut kept = local;
-                        kept.version = remote.version;
-                        kept.conflict_remote = Some(remote.data);
-                        change.records.push(kept);
-                        continue;
-                    }
-                    conflicts += 1;
-                    let settled = self.settle_conflict(local, remote).await;
-                    if settled.cancel_task {
-                        change
-                            .cancel_tasks
-                            .push(mutation_task_id(&entity_type, &settled.record.id));
-                    }
-                    change.register.extend(settled.requeue);
-                    change.records.push(settled.record);
+        for (((entity_type, remote), local), key) in remotes.into_iter().zip(locals).zip(keys) {
+            count += 1;
+            let Some(local) = local else {
+                change
+                    .writes
+                    .push(RecordWrite::plain(remote.into_local(&entity_type), None));
+                continue;
+            };
+            let expect = local.pending_mutation_id.clone();
+            if !is_held(&local) {
+                if remote.version >= local.version {
+                    change
+                        .writes
+                        .push(RecordWrite::plain(remote.into_local(&entity_type), expect));
                 }
-                _ => change.records.push(remote.into_local(&entity_type)),
+                continue;
             }
+            if remote.version <= local.version {
+                continue; // the copy our change is based on: nothing new
+            }
+            if local.sync_status == RecordStatus::Conflict {
+                // Still unsettled by the app: keep the newest server side.
+                let mut kept = local;
+                kept.version = remote.version;
+                kept.conflict_remote = Some(remote.data);
+                change.writes.push(RecordWrite::plain(kept, expect));
+                continue;
+            }
+            let chain = chains.get(&key).map(Vec::as_slice).unwrap_or_default();
+            if chain.iter().any(|t| t.dispatched) {
+                continue; // the push's answer settles it
+            }
+            conflicts += 1;
+            let settled = self.settle_conflict(local, remote).await;
+            change.writes.push(RecordWrite {
+                record: settled.record,
+                expect_pending: expect,
+                cancel: chain.last().map(|t| (t.id.clone(), t.revision)),
+                register: settled.requeue,
+            });
         }
-        let count = change.records.len();
         let tasks = self.records.apply(change).await?;
         Ok((count, conflicts, tasks))
     }
@@ -702,7 +757,12 @@ impl<R: ReplicaPorts> Replicator<R> {
                 };
                 if stale {
                     repaired += 1;
-                    change.records.push(remote.into_local(entity_type));
+                    let expect = local_by_id
+                        .get(&remote.id)
+                        .and_then(|l| l.pending_mutation_id.clone());
+                    change
+                        .writes
+                        .push(RecordWrite::plain(remote.into_local(entity_type), expect));
                 }
             }
             self.records.apply(change).await?;
@@ -733,13 +793,15 @@ impl<R: ReplicaPorts> Replicator<R> {
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
         let now = self.clock.now();
         let parsed: Option<protocol::PushResponse> = match &response.body {
-            ResponseBody::Json(value) => serde_json::from_value(value.clone()).ok(),
+            ResponseBody::Json(value) => protocol::PushResponse::deserialize(value).ok(),
             _ => None,
         };
         let Some(parsed) = parsed else {
+            // The server may have applied every mutation: replay them (their
+            // ids make that harmless) without spending the retry budget.
             let error = TaskError {
-                class: ErrorClass::Retryable,
-                message: "the push answer was not a Tidesync push response".into(),
+                class: ErrorClass::Unconfirmed,
+                message: "the push answer was not a readable Tidesync push response; the mutations are sent again and confirmed by their ids".into(),
                 status: Some(response.status),
                 at: now,
             };
@@ -785,9 +847,8 @@ impl<R: ReplicaPorts> Replicator<R> {
                 continue;
             };
             let remote = result.record.as_ref().and_then(RemoteRecord::from_json);
-            let ours = local
-                .as_ref()
-                .is_some_and(|l| l.pending_mutation_id.as_deref() == Some(&mutation.mutation_id));
+            let expect = local.as_ref().and_then(|l| l.pending_mutation_id.clone());
+            let ours = expect.as_deref() == Some(mutation.mutation_id.as_str());
             match result.status {
                 protocol::MutationStatus::Rejected => {
                     let message = result.error.as_ref().map_or("rejected".to_owned(), |e| {
@@ -797,7 +858,7 @@ impl<R: ReplicaPorts> Replicator<R> {
                         local.sync_status = RecordStatus::Rejected;
                         local.sync_error = Some(message.clone());
                         local.pending_mutation_id = None;
-                        change.records.push(local);
+                        change.writes.push(RecordWrite::plain(local, expect));
                     }
                     verdicts.push(MutationVerdict::Rejected(TaskError {
                         class: ErrorClass::Validation,
@@ -813,34 +874,49 @@ impl<R: ReplicaPorts> Replicator<R> {
                     // The server settled it by its strategy; the client's
                     // strategy (or callback) has the last word locally.
                     if remote.data == local.data && remote.is_deleted == local.is_deleted {
-                        change
-                            .records
-                            .push(remote.into_local(&mutation.entity_type));
+                        change.writes.push(RecordWrite::plain(
+                            remote.into_local(&mutation.entity_type),
+                            expect,
+                        ));
                     } else {
                         let settled = self.settle_conflict(local, remote).await;
-                        change.register.extend(settled.requeue);
-                        change.records.push(settled.record);
+                        change.writes.push(RecordWrite {
+                            record: settled.record,
+                            expect_pending: expect,
+                            cancel: None,
+                            register: settled.requeue,
+                        });
                     }
                     verdicts.push(MutationVerdict::Done);
                 }
-                _ => {
+                status => {
                     // Applied, duplicate, or a conflict for a change since
                     // superseded (or a dead letter the app sent again).
                     if let (Some(mut local), Some(remote)) = (local, remote) {
                         if ours || !is_held(&local) {
-                            // Nothing unsent locally: the copy is the server's.
-                            local = remote.into_local(&mutation.entity_type);
-                            change.records.push(local);
-                        } else if result.status != protocol::MutationStatus::Conflict {
-                            // The superseded change is on the server at this
-                            // version: the newer one builds on it.
+                            // Nothing unsent locally: the copy is the server's
+                            // (unless a pull brought a newer one already).
+                            if ours || remote.version >= local.version {
+                                change.writes.push(RecordWrite::plain(
+                                    remote.into_local(&mutation.entity_type),
+                                    expect,
+                                ));
+                            }
+                        } else if status == protocol::MutationStatus::Applied
+                            || (status == protocol::MutationStatus::Duplicate
+                                && holds_mutation(&remote, &mutation))
+                        {
+                            // Our own earlier change is on the server at this
+                            // version, and the newer one was made on top of
+                            // it: it builds on that version. A duplicate's
+                            // answer carries the current record, which may
+                            // hold another device's edit made since: only
+                            // when it still is our change does the newer one
+                            // build on it; otherwise it meets that edit as a
+                            // conflict instead of overwriting it blindly.
                             local.version = local.version.max(remote.version);
-                            change.records.push(local);
+                            change.writes.push(RecordWrite::plain(local, expect));
                         }
-                        // A superseded change that conflicted was not applied:
-                        // the base version stays, so the newer change meets
-                        // the server's copy as a conflict too and the
-                        // strategy settles it instead of overwriting it.
                     }
                     verdicts.push(MutationVerdict::Done);
                 }
@@ -848,6 +924,21 @@ impl<R: ReplicaPorts> Replicator<R> {
         }
         let requeued = self.records.apply(change).await?;
         Ok((verdicts, requeued))
+    }
+}
+
+/// Whether the server's copy is exactly what a mutation wrote.
+fn holds_mutation(remote: &RemoteRecord, mutation: &protocol::Mutation) -> bool {
+    match mutation.op {
+        protocol::Op::Delete => remote.is_deleted,
+        protocol::Op::Upsert => {
+            !remote.is_deleted
+                && mutation
+                    .data
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .is_some_and(|data| *data == remote.data)
+        }
     }
 }
 
@@ -873,38 +964,68 @@ impl<R: ReplicaPorts> Replica for Replicator<R> {
         self.options.batch_size
     }
 
-    async fn prepare_push(&self, tasks: &[Task]) -> Result<HttpRequest, StoreError> {
-        let mut mutations: Vec<protocol::Mutation> = tasks.iter().filter_map(mutation_of).collect();
-        let keys: Vec<(String, String)> = mutations
+    async fn prepare_push(&self, tasks: Vec<Task>) -> Result<PushPlan, StoreError> {
+        // A mutation never dispatched is frozen now, on the version its
+        // record is based on at this moment: the acknowledged versions of
+        // its own earlier mutations (a record has at most one undispatched
+        // mutation, and it runs after the others), or the server version a
+        // settled conflict put it on. A dispatched one goes out exactly as
+        // it went before, since the server may have applied it.
+        let fresh: Vec<(String, String)> = tasks
             .iter()
-            .map(|m| (m.entity_type.clone(), m.id.clone().unwrap_or_default()))
+            .filter(|t| !t.dispatched)
+            .filter_map(mutation_of)
+            .map(|m| (m.entity_type, m.id.unwrap_or_default()))
             .collect();
-        let locals = self.records.get_records(&keys).await?;
-        for (mutation, local) in mutations.iter_mut().zip(locals) {
-            // The version acknowledged last, which an earlier mutation of
-            // the same record may have moved since this one was queued.
-            if let Some(local) = local {
-                mutation.base_version = Some(local.version);
-                // Lets a `merge` conflict on the server keep the fields this
-                // client did not touch.
-                if local.version > 0
-                    && local.pending_mutation_id.as_deref() == Some(mutation.mutation_id.as_str())
-                {
-                    mutation.changed_fields = Some(local.changed_fields.clone());
+        let mut locals = self.records.get_records(&fresh).await?.into_iter();
+        let mut frozen = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            if !task.dispatched {
+                if let Some(mut mutation) = mutation_of(&task) {
+                    if let Some(local) = locals.next().flatten() {
+                        mutation.base_version = Some(local.version);
+                        // Lets a `merge` conflict on the server keep the
+                        // fields this client did not touch.
+                        if local.version > 0
+                            && local.pending_mutation_id.as_deref()
+                                == Some(mutation.mutation_id.as_str())
+                        {
+                            mutation.changed_fields = Some(local.changed_fields.clone());
+                        }
+                    }
+                    let body = serde_json::to_value(&mutation)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    task.request.body = Some(Body::Json(body));
                 }
+                task.dispatched = true;
+            }
+            frozen.push(task);
+        }
+        let still_queued = self.records.mark_dispatched(&frozen).await?;
+        let mut tasks = Vec::with_capacity(frozen.len());
+        let mut dropped = Vec::new();
+        for (task, queued) in frozen.into_iter().zip(still_queued) {
+            if queued {
+                tasks.push(task);
+            } else {
+                dropped.push(task);
             }
         }
         let push = protocol::PushRequest {
             client_id: self.client_id.clone(),
-            mutations,
+            mutations: tasks.iter().filter_map(mutation_of).collect(),
         };
         let body = serde_json::to_value(&push).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // The outbox adds the bearer token, as for every request to the server.
-        Ok(HttpRequest {
-            url: self.url(protocol::PUSH_PATH),
-            method: "POST".into(),
-            headers: BTreeMap::new(),
-            body: Some(Body::Json(body)),
+        Ok(PushPlan {
+            request: HttpRequest {
+                url: self.url(protocol::PUSH_PATH),
+                method: "POST".into(),
+                headers: BTreeMap::new(),
+                body: Some(Body::Json(body)),
+            },
+            tasks,
+            dropped,
         })
     }
 
@@ -929,12 +1050,12 @@ impl<R: ReplicaPorts> Replica for Replicator<R> {
         if local.pending_mutation_id.as_deref() != Some(mutation.mutation_id.as_str()) {
             return Ok(());
         }
+        let expect = local.pending_mutation_id.take();
         local.sync_status = RecordStatus::Rejected;
         local.sync_error = Some(error.message.clone());
-        local.pending_mutation_id = None;
         self.records
             .apply(RecordChange {
-                records: vec![local],
+                writes: vec![RecordWrite::plain(local, expect)],
                 ..Default::default()
             })
             .await?;
