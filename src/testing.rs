@@ -182,6 +182,7 @@ impl Transport for ScriptedTransport {
         &self,
         request: &HttpRequest,
         _timeout_ms: u32,
+        _max_body: Option<usize>,
     ) -> Result<HttpResponse, TransportError> {
         self.sent
             .borrow_mut()

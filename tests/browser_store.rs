@@ -64,7 +64,7 @@ async fn written_tasks_read_back_after_reopening_the_database() {
 #[wasm_bindgen_test]
 async fn re_registering_keeps_seq_and_bumps_revision() {
     let store = IdbStore::open(&unique("store-replace")).await.unwrap();
-    store
+    let first = store
         .register_tasks(vec![
             task("a", Priority::Normal),
             task("b", Priority::Normal),
@@ -74,14 +74,38 @@ async fn re_registering_keeps_seq_and_bumps_revision() {
     let mut again = task("a", Priority::Normal);
     again.request.url = "/api/v2".into();
     let replaced = store.register_tasks(vec![again]).await.unwrap();
-    assert_eq!((replaced[0].seq, replaced[0].revision), (1, 1));
+    assert_eq!(replaced[0].seq, 1, "keeps its place");
+    assert!(replaced[0].revision > first[0].revision);
     assert!(
-        !store.complete_task("a", 0).await.unwrap(),
+        !store.complete_task("a", first[0].revision).await.unwrap(),
         "an older revision does not delete the newer payload"
     );
     let tasks = store.load_tasks().await.unwrap();
     assert_eq!(tasks.len(), 2);
-    assert!(store.complete_task("a", 1).await.unwrap());
+    assert!(store
+        .complete_task("a", replaced[0].revision)
+        .await
+        .unwrap());
+    assert_eq!(store.load_tasks().await.unwrap().len(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn an_id_registered_again_after_completion_never_reuses_a_revision() {
+    let store = IdbStore::open(&unique("store-revision")).await.unwrap();
+    let first = store
+        .register_tasks(vec![task("a", Priority::Normal)])
+        .await
+        .unwrap();
+    assert!(store.complete_task("a", first[0].revision).await.unwrap());
+    let second = store
+        .register_tasks(vec![task("a", Priority::Normal)])
+        .await
+        .unwrap();
+    assert_ne!(second[0].revision, first[0].revision);
+    assert!(
+        !store.complete_task("a", first[0].revision).await.unwrap(),
+        "a late completion of the old task leaves the new one queued"
+    );
     assert_eq!(store.load_tasks().await.unwrap().len(), 1);
 }
 

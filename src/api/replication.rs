@@ -285,7 +285,13 @@ impl SyncClient {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
             replicator.set_token(inner.outbox().token());
-            let reports = replicator.verify().await.map_err(replication_error)?;
+            let reports = match replicator.verify().await {
+                Err(ReplicationError::Auth(_)) if renewed_token(&inner, &replicator).await => {
+                    replicator.verify().await
+                }
+                other => other,
+            }
+            .map_err(replication_error)?;
             to_js_value(&reports)
         })
     }
@@ -300,7 +306,14 @@ async fn measured_pull(
 ) -> Result<(PullReport, Vec<Task>), JsValue> {
     replicator.set_token(inner.outbox().token());
     let started = devtools::performance_now();
-    let (report, requeued) = replicator.pull(progress).await.map_err(replication_error)?;
+    let mut progress = progress;
+    let (report, requeued) = match replicator.pull(&mut progress).await {
+        Err(ReplicationError::Auth(_)) if renewed_token(inner, replicator).await => {
+            replicator.pull(&mut progress).await
+        }
+        other => other,
+    }
+    .map_err(replication_error)?;
     devtools::measure_phase(
         "tidesync:pull",
         started,
@@ -308,6 +321,18 @@ async fn measured_pull(
         &to_js_value(&report)?,
     );
     Ok((report, requeued))
+}
+
+/// After a 401/403 on a pull or verify: asks `getToken` once, as the queue
+/// does for its requests. Returns whether there is a new token to retry with.
+async fn renewed_token(inner: &Rc<Inner>, replicator: &Replicator<BrowserReplica>) -> bool {
+    match inner.outbox().renew_token().await {
+        Some(token) => {
+            replicator.set_token(Some(token));
+            true
+        }
+        None => false,
+    }
 }
 
 /// The open client's replicator and a validated entity type, for a write.

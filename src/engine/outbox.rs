@@ -23,6 +23,7 @@ use crate::engine::schedule::Schedule;
 use crate::engine::task::HttpResponse;
 use crate::engine::task::{
     ErrorClass, FailedTask, HttpRequest, NewTask, Task, TaskError, TaskKind,
+    APP_RESPONSE_BODY_LIMIT,
 };
 use crate::engine::time::Millis;
 use futures::channel::oneshot;
@@ -558,10 +559,13 @@ impl<P: Ports> Outbox<P> {
         };
         let sent = tasks.len();
         let (request, sent_token) = self.with_headers(request, &tasks[0]);
+        // An app's own answer is handed to `sync:complete` listeners, so it
+        // is capped; a push answer is protocol and read whole.
+        let max_body = (tasks[0].kind == TaskKind::Request).then_some(APP_RESPONSE_BODY_LIMIT);
         let sent_at = self.clock.now();
         let result = self
             .transport
-            .send(&request, self.options.request_timeout)
+            .send(&request, self.options.request_timeout, max_body)
             .await;
         let mut settled = if tasks.len() == 1 && tasks[0].kind == TaskKind::Request {
             let task = tasks.into_iter().next().expect("one task");
@@ -1034,6 +1038,20 @@ impl<P: Ports> Outbox<P> {
 
     pub fn token(&self) -> Option<String> {
         self.state.borrow().token.clone()
+    }
+
+    /// Asks `getToken` for a token after the server refused the current one
+    /// outside the queue (a pull, a verify). Returns the new token when it
+    /// differs from the refused one (it is then the token for everything),
+    /// `None` when the app has no better one.
+    pub async fn renew_token(&self) -> Option<String> {
+        let refused = self.token();
+        let fresh = self.tokens.fresh_token().await?;
+        if Some(&fresh) == refused.as_ref() {
+            return None;
+        }
+        self.set_token(Some(fresh.clone()));
+        Some(fresh)
     }
 
     // ----- periodic sync and close -----

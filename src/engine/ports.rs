@@ -72,10 +72,15 @@ pub enum TransportError {
 
 /// Sends HTTP requests. An HTTP error status is a response, not an error.
 pub trait Transport {
+    /// Sends `request`, aborting after `timeout_ms`. With `max_body`, the
+    /// answer's body is read only up to that many bytes (the rest is never
+    /// buffered) and kept as text when cut; without it, the whole body is
+    /// read and parsed (protocol answers, whatever their size).
     async fn send(
         &self,
         request: &HttpRequest,
         timeout_ms: u32,
+        max_body: Option<usize>,
     ) -> Result<HttpResponse, TransportError>;
 }
 
@@ -161,8 +166,9 @@ impl<T: Transport> Transport for std::rc::Rc<T> {
         &self,
         request: &HttpRequest,
         timeout_ms: u32,
+        max_body: Option<usize>,
     ) -> Result<HttpResponse, TransportError> {
-        (**self).send(request, timeout_ms).await
+        (**self).send(request, timeout_ms, max_body).await
     }
 }
 

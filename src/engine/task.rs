@@ -132,7 +132,14 @@ impl HttpResponse {
     }
 }
 
-/// A response body: parsed when JSON, text otherwise, capped by the transport.
+/// How much of the answer to a plain request is kept for the app
+/// (`sync:complete`): a larger body is cut while it streams in and kept as
+/// text, so a huge answer cannot bloat events or memory. Protocol answers
+/// (pushes, pulls) are read whole.
+pub const APP_RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+
+/// A response body: parsed when JSON, text otherwise (a plain request's
+/// answer capped at [`APP_RESPONSE_BODY_LIMIT`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "type", content = "value", rename_all = "lowercase")]
 pub enum ResponseBody {

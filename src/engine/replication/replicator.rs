@@ -488,7 +488,7 @@ impl<R: ReplicaPorts> Replicator<R> {
         };
         let response = self
             .transport
-            .send(&request, self.options.request_timeout)
+            .send(&request, self.options.request_timeout, None)
             .await
             .map_err(|e| match e {
                 TransportError::Network(m) => ReplicationError::Network(m),

@@ -9,15 +9,17 @@ import { join } from "node:path";
 const BINARY = process.env.TIDESYNC_SERVER_BIN ?? "target/debug/tidesync-server";
 const SECRET = "e2e-test-secret";
 
-export async function startTidesyncServer({ strategy = "last-write-wins", entityTypes = ["notes", "end_user", "interactions"] } = {}) {
+export async function startTidesyncServer({
+  strategy = "last-write-wins", entityTypes = ["notes", "end_user", "interactions"], args = [], db = null,
+} = {}) {
   // Serves www/ and pkg/ of this checkout, like `npm start`.
   const dir = mkdtempSync(join(tmpdir(), "tidesync-e2e-"));
   const config = [`default_strategy = "${strategy}"`, ...entityTypes.map((t) => `[entities.${t}]`)].join("\n");
   writeFileSync(join(dir, "tidesync.toml"), config + "\n");
   const env = { ...process.env, TIDESYNC_JWT_SECRET: SECRET, RUST_LOG: "warn" };
   const child = spawn(BINARY, [
-    "--bind", "127.0.0.1:0", "--db", join(dir, "tidesync.db"), "--config", join(dir, "tidesync.toml"),
-    "--test-hooks", "--rate-limit", "0",
+    "--bind", "127.0.0.1:0", "--db", db ?? join(dir, "tidesync.db"), "--config", join(dir, "tidesync.toml"),
+    "--test-hooks", "--rate-limit", "0", ...args,
   ], { env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const url = await new Promise((resolve, reject) => {
