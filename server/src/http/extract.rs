@@ -10,8 +10,8 @@ use axum::http::header;
 use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::http::AppState;
 
 pub struct JsonBody<T>(pub T);
 
