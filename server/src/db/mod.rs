@@ -82,6 +82,7 @@ impl StoredRecord {
             &self.data,
             self.version,
             self.updated_at,
+            self.changed_at.unwrap_or(self.updated_at),
             self.is_deleted,
         )
     }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use tidesync_protocol::{MutationStatus, Strategy, Winner};
 
 use super::{Repo, StoredRecord, COLUMNS};
-use crate::sync::{decide, record_json, Existing, PushItem};
+use crate::sync::{decide, record_json, Existing, PushItem, Write};
 
 /// Outcome of one valid push item.
 #[derive(Debug, Clone)]
@@ -105,12 +105,15 @@ impl Repo {
             });
             let decision = decide(strategy(&item.entity_type), existing.as_ref(), &item, now);
             let record = match (&decision.write, &current) {
-                (Some((data, deleted)), _) => {
+                (Some(write), _) => {
+                    let Write {
+                        data,
+                        is_deleted: deleted,
+                        changed_at,
+                    } = write;
                     seq += 1;
                     let version = current.as_ref().map_or(1, |r| r.version + 1);
                     let updated_at = current.as_ref().map_or(now, |r| r.updated_at.max(now));
-                    // A client clock ahead of ours must not win every later conflict.
-                    let changed_at = item.client_ts_ms.unwrap_or(now).min(now);
                     let data_text = Value::Object(data.clone()).to_string();
                     let sync_status = data
                         .get("sync_status")
@@ -141,7 +144,7 @@ impl Repo {
                     .bind(changed_at)
                     .execute(&mut *tx)
                     .await?;
-                    record_json(&id, data, version, updated_at, *deleted)
+                    record_json(&id, data, version, updated_at, *changed_at, *deleted)
                 }
                 (None, Some(r)) => r.to_json(),
                 (None, None) => Value::Null,

@@ -141,13 +141,25 @@ pub(crate) async fn push(
             now,
         )
         .await?;
+    // Each record travels once: in `results[].record` for the Tidesync
+    // form, in `data` (seed 003's list, request order) for the seed form.
+    let seed_form = client_id.is_none();
+    let mut seed_data: Vec<(usize, Value)> = Vec::new();
     for (i, o) in outcomes {
+        let record = Some(o.record).filter(|r| !r.is_null());
+        let record = match (seed_form, record) {
+            (true, Some(r)) => {
+                seed_data.push((i, r));
+                None
+            }
+            (_, r) => r,
+        };
         results[i] = Some(MutationResult {
             mutation_id: mutation_ids[i].take(),
             entity_type: Some(o.entity_type),
             id: Some(o.id),
             status: o.status,
-            record: Some(o.record),
+            record,
             resolution: o.resolution,
             winner: o.winner,
             error: None,
@@ -177,11 +189,8 @@ pub(crate) async fn push(
             return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         }
     }
-    let data = results
-        .iter()
-        .filter_map(|r| r.record.clone())
-        .filter(|r| !r.is_null())
-        .collect();
+    seed_data.sort_by_key(|(i, _)| *i);
+    let data = seed_data.into_iter().map(|(_, r)| r).collect();
     Ok(Json(PushResponse {
         success: true,
         data,

@@ -1,0 +1,248 @@
+//! The protocol contract the SDK's replication relies on (issues 10 and 17):
+//! every record carries its edit time (`changedAt`) and last-write-wins
+//! compares edit time with edit time; a push answer carries each record
+//! once; pull pages are bounded in bytes as well as in count; a body over
+//! the limit is a JSON 413 the client can act on. SQLite and PostgreSQL.
+
+mod common;
+
+use common::{upsert, Api, Backend, Server};
+use serde_json::{json, Value};
+
+const PUSH: &str = "/api/client/sync/push";
+const PULL: &str = "/api/client/sync/pull";
+const PENDING: &str = "/api/client/sync/pull-pending";
+const FETCH: &str = "/api/client/sync/fetch";
+
+on_both_backends!(
+    every_returned_record_carries_changed_at,
+    last_write_wins_compares_edit_time_with_edit_time,
+    push_answer_carries_each_record_once,
+);
+
+const T2020: &str = "2020-01-01T00:00:00.000Z";
+const T2020_06: &str = "2020-06-01T00:00:00.000Z";
+const T2021: &str = "2021-01-01T00:00:00.000Z";
+
+fn at(mut m: Value, time: &str) -> Value {
+    m["clientTimestamp"] = json!(time);
+    m
+}
+
+async fn every_returned_record_carries_changed_at(b: Backend) {
+    let s = Server::start(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    let m = at(
+        upsert(
+            "m1",
+            "lww",
+            "r",
+            0,
+            // A `changedAt` in data is the server's field: ignored.
+            json!({"name": "Ada", "sync_status": "pending", "changedAt": "bogus"}),
+        ),
+        T2020,
+    );
+    let v = api.push("c", vec![m.clone()]).await;
+    let rec = &v["results"][0]["record"];
+    assert_eq!(rec["changedAt"], T2020, "push result: {v}");
+    assert_ne!(rec["updatedAt"], T2020, "updatedAt is when it was stored");
+    let replay = api.push("c", vec![m]).await;
+    assert_eq!(replay["results"][0]["status"], "duplicate");
+    assert_eq!(replay["results"][0]["record"]["changedAt"], T2020);
+    let (pulled, _) = api.pull_all(&["lww"], None, 10).await;
+    assert_eq!(pulled[0]["changedAt"], T2020, "cursor pull");
+    let seed_pull = api
+        .ok(
+            PULL,
+            json!({"lastSyncTimestamp": "1970-01-01T00:00:00.000Z", "entityTypes": ["lww"]}),
+        )
+        .await;
+    assert_eq!(seed_pull["data"]["lww"][0]["changedAt"], T2020);
+    let pending = api.ok(PENDING, json!({"entityTypes": ["lww"]})).await;
+    assert_eq!(pending["data"]["lww"][0]["changedAt"], T2020, "{pending}");
+    let fetched = api
+        .ok(FETCH, json!({"entityType": "lww", "ids": ["r"]}))
+        .await;
+    assert_eq!(fetched["data"]["lww"][0]["changedAt"], T2020);
+    // Seed 003 form: the record's `updatedAt` is its edit time.
+    let seed = api
+        .ok(
+            PUSH,
+            json!({"changes": {"end_user": [{"id": "s", "name": "x", "updatedAt": T2021}]}}),
+        )
+        .await;
+    assert_eq!(seed["data"][0]["changedAt"], T2021, "{seed}");
+    // No client time: the edit is as old as its arrival.
+    let v = api
+        .push("c", vec![upsert("m2", "lww", "now", 0, json!({}))])
+        .await;
+    let rec = &v["results"][0]["record"];
+    assert_eq!(rec["changedAt"], rec["updatedAt"], "{rec}");
+    // A clock ahead of the server's is capped at the server's.
+    let v = api
+        .push(
+            "c",
+            vec![at(
+                upsert("m3", "lww", "future", 0, json!({})),
+                "2999-01-01T00:00:00.000Z",
+            )],
+        )
+        .await;
+    let rec = &v["results"][0]["record"];
+    assert_eq!(rec["changedAt"], rec["updatedAt"], "{rec}");
+    // A delete's tombstone carries the delete's edit time.
+    let v = api
+        .push(
+            "c",
+            vec![at(
+                common::delete("m4", "lww", "now", 1),
+                "2030-01-01T00:00:00.000Z",
+            )],
+        )
+        .await;
+    let rec = &v["results"][0]["record"];
+    assert_eq!(rec["isDeleted"], true);
+    assert!(
+        rec["changedAt"].as_str().is_some_and(|t| t < "2030"),
+        "{rec}"
+    );
+}
+
+async fn last_write_wins_compares_edit_time_with_edit_time(b: Backend) {
+    let s = Server::start(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    // Edited in 2020, stored now: `updatedAt` is now, `changedAt` 2020.
+    api.push(
+        "a",
+        vec![at(upsert("a1", "lww", "r", 0, json!({"v": "A"})), T2020)],
+    )
+    .await;
+    // B edited in 2021 on version 0: stale, but its edit is the later one.
+    // Comparing with `updatedAt` (now) would keep A's.
+    let v = api
+        .push(
+            "b",
+            vec![at(upsert("b1", "lww", "r", 0, json!({"v": "B"})), T2021)],
+        )
+        .await;
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "conflict", "{v}");
+    assert_eq!(r["winner"], "client", "{v}");
+    assert_eq!(r["record"]["v"], "B");
+    assert_eq!(r["record"]["changedAt"], T2021);
+    // C's edit from mid-2020 arrives last but was made before B's: it loses.
+    let v = api
+        .push(
+            "c",
+            vec![at(upsert("c1", "lww", "r", 1, json!({"v": "C"})), T2020_06)],
+        )
+        .await;
+    let r = &v["results"][0];
+    assert_eq!(r["winner"], "server", "{v}");
+    assert_eq!(r["record"]["v"], "B");
+    assert_eq!(r["record"]["changedAt"], T2021);
+    // A merge of two edits is as recent as the later one.
+    api.push(
+        "a",
+        vec![at(upsert("a2", "merge", "m", 0, json!({"x": 1})), T2021)],
+    )
+    .await;
+    let v = api
+        .push(
+            "b",
+            vec![at(upsert("b2", "merge", "m", 0, json!({"y": 2})), T2020)],
+        )
+        .await;
+    let r = &v["results"][0]["record"];
+    assert_eq!((r["x"].clone(), r["y"].clone()), (json!(1), json!(2)));
+    assert_eq!(r["changedAt"], T2021, "{r}");
+}
+
+async fn push_answer_carries_each_record_once(b: Backend) {
+    let s = Server::start(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    let blob = "x".repeat(2_000);
+    let muts: Vec<Value> = (0..100)
+        .map(|i| {
+            upsert(
+                &format!("m{i}"),
+                "end_user",
+                &format!("u{i}"),
+                0,
+                json!({"blob": blob}),
+            )
+        })
+        .chain([json!({"mutationId": "bad", "entityType": "end_user", "op": "upsert", "data": 7})])
+        .collect();
+    let (status, raw) = api
+        .post_raw(
+            PUSH,
+            json!({"clientId": "c", "mutations": muts})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let size = raw.to_string().len();
+    assert!(
+        size < 100 * 2_000 * 3 / 2,
+        "a push answer of 100 records of 2 kB is {size} bytes: some travel twice"
+    );
+    assert_eq!(
+        raw["data"],
+        json!([]),
+        "Tidesync form: records only in results"
+    );
+    let results = raw["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 101);
+    assert!(results[..100]
+        .iter()
+        .all(|r| r["status"] == "applied" && r["record"]["blob"] == blob.as_str()));
+    assert!(results[100].get("record").is_none(), "{}", results[100]);
+    // The wire type reads the answer, and reads one without `data` too.
+    let parsed: tidesync_protocol::PushResponse =
+        serde_json::from_value(raw.clone()).expect("PushResponse");
+    assert_eq!(parsed.results.len(), 101);
+    let mut without_data = raw;
+    without_data.as_object_mut().map(|o| o.remove("data"));
+    serde_json::from_value::<tidesync_protocol::PushResponse>(without_data)
+        .expect("PushResponse without data");
+
+    // Seed 003 form: `data` carries the records, results carry none, and
+    // a delivered record says so (seed 003's integration test).
+    let v = api
+        .ok(
+            PUSH,
+            json!({"changes": {
+                "end_user": [
+                    {"name": "Integration Test User", "email": "integration@test.com",
+                     "sync_status": "pending"},
+                    {"id": "plain", "name": "no status field"},
+                    {"id": "flagged", "sync_status": "pending", "server_synced": 0}
+                ],
+                "interactions": [{"id": "i1", "title": "t"}]
+            }}),
+        )
+        .await;
+    let data = v["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(data.len(), 4, "{v}");
+    assert_eq!(data[0]["sync_status"], "synced");
+    assert_eq!(data[0]["name"], "Integration Test User");
+    assert!(data[1].get("sync_status").is_none(), "no field is invented");
+    assert_eq!(data[2]["sync_status"], "synced");
+    assert_eq!(data[2]["server_synced"], 1);
+    assert_eq!(data[3]["id"], "i1");
+    for r in v["results"].as_array().cloned().unwrap_or_default() {
+        assert!(
+            r.get("record").is_none(),
+            "seed form result with a record: {r}"
+        );
+        assert_eq!(r["status"], "applied");
+    }
+    // What the answer says is what is stored.
+    let stored = api
+        .ok(FETCH, json!({"entityType": "end_user", "ids": ["flagged"]}))
+        .await;
+    assert_eq!(stored["data"]["end_user"][0]["sync_status"], "synced");
+}
