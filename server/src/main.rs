@@ -89,6 +89,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_mutations: args.max_mutations,
             default_page_size: args.default_page_size.max(1),
             max_page_size: args.max_page_size.max(1),
+            max_page_bytes: args.max_page_bytes.max(1),
         },
         rate_limit: RateLimit::new(args.rate_limit, args.rate_burst),
         metrics,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{upsert, Api, Backend, Server};
+use common::{upsert, Api, Backend, Options, Server};
 use serde_json::{json, Value};
 
 const PUSH: &str = "/api/client/sync/push";
@@ -18,6 +18,9 @@ on_both_backends!(
     every_returned_record_carries_changed_at,
     last_write_wins_compares_edit_time_with_edit_time,
     push_answer_carries_each_record_once,
+    pull_pages_are_bounded_in_bytes_and_reach_every_record_once,
+    seed_timestamp_pages_are_bounded_at_millisecond_boundaries,
+    pull_pending_and_fetch_are_bounded_in_bytes,
 );
 
 const T2020: &str = "2020-01-01T00:00:00.000Z";
@@ -245,4 +248,175 @@ async fn push_answer_carries_each_record_once(b: Backend) {
         .ok(FETCH, json!({"entityType": "end_user", "ids": ["flagged"]}))
         .await;
     assert_eq!(stored["data"]["end_user"][0]["sync_status"], "synced");
+}
+
+const PAGE_BYTES: usize = 100_000;
+/// Room for the envelope (`success`, type keys, cursor, syncTimestamp).
+const ENVELOPE: usize = 400;
+
+fn small_pages(b: &Backend) -> Server {
+    Server::start_with(
+        b,
+        Options {
+            extra_args: vec!["--max-page-bytes".into(), PAGE_BYTES.to_string()],
+            ..Options::default()
+        },
+    )
+}
+
+fn ids_of(v: &Value, ty: &str) -> Vec<String> {
+    v["data"][ty]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pushes `n` records of about `size` bytes, `per_push` per push.
+async fn push_blobs(api: &Api, prefix: &str, n: usize, size: usize, per_push: usize) {
+    let blob = "b".repeat(size);
+    let all: Vec<Value> = (0..n)
+        .map(|i| {
+            upsert(
+                &format!("{prefix}-m{i}"),
+                "end_user",
+                &format!("{prefix}{i:03}"),
+                0,
+                json!({"blob": blob, "sync_status": "pending"}),
+            )
+        })
+        .collect();
+    for chunk in all.chunks(per_push) {
+        api.push("c", chunk.to_vec()).await;
+    }
+}
+
+async fn pull_pages_are_bounded_in_bytes_and_reach_every_record_once(b: Backend) {
+    let s = small_pages(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    push_blobs(&api, "r", 60, 20_000, 15).await;
+    // One record larger than a page goes alone.
+    push_blobs(&api, "huge", 1, 150_000, 1).await;
+    push_blobs(&api, "z", 5, 20_000, 5).await;
+    let mut cursor: Option<String> = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let v = api
+            .ok(
+                PULL,
+                json!({"cursor": cursor, "entityTypes": ["end_user"], "limit": 1000}),
+            )
+            .await;
+        pages += 1;
+        let ids = ids_of(&v, "end_user");
+        let size = v.to_string().len();
+        assert!(!ids.is_empty(), "every page has a record: {v}");
+        if ids.iter().any(|i| i.starts_with("huge")) {
+            assert_eq!(ids.len(), 1, "the large record goes alone");
+        } else {
+            assert!(size <= PAGE_BYTES + ENVELOPE, "page of {size} bytes");
+        }
+        seen.extend(ids);
+        cursor = v["cursor"].as_str().map(str::to_owned);
+        if v["hasMore"] != true {
+            break;
+        }
+        assert!(pages < 100, "runaway paging");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(seen.len(), 66, "every record exactly once");
+    assert_eq!(unique.len(), 66);
+    assert!(pages >= 66 * 20_000 / PAGE_BYTES, "{pages} pages");
+    // The cursor is exact: a change after the last page is the next page.
+    push_blobs(&api, "late", 1, 10, 1).await;
+    let v = api
+        .ok(PULL, json!({"cursor": cursor, "entityTypes": ["end_user"]}))
+        .await;
+    assert_eq!(ids_of(&v, "end_user"), ["late000"]);
+    assert_eq!(v["hasMore"], false);
+}
+
+/// Follows seed 003's client: `lastSyncTimestamp` = last `syncTimestamp`.
+async fn seed_pull_all(api: &Api, max_pages: usize) -> (Vec<String>, Vec<(usize, usize)>) {
+    let mut last = "1970-01-01T00:00:00.000Z".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let v = api
+            .ok(
+                PULL,
+                json!({"lastSyncTimestamp": last, "entityTypes": ["end_user"]}),
+            )
+            .await;
+        let ids = ids_of(&v, "end_user");
+        pages.push((ids.len(), v.to_string().len()));
+        seen.extend(ids);
+        last = v["syncTimestamp"].as_str().unwrap_or("").to_owned();
+        if v["hasMore"] != true {
+            return (seen, pages);
+        }
+        assert!(pages.len() < max_pages, "runaway paging");
+    }
+}
+
+async fn seed_timestamp_pages_are_bounded_at_millisecond_boundaries(b: Backend) {
+    let s = small_pages(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    // One record per push, pushes milliseconds apart: pages can be cut
+    // between milliseconds and stay under the bound.
+    for i in 0..8 {
+        push_blobs(&api, &format!("s{i}-"), 1, 30_000, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let (seen, pages) = seed_pull_all(&api, 50).await;
+    assert_eq!(seen.len(), 8, "each record once: {seen:?}");
+    assert!(pages.len() >= 3, "{pages:?}");
+    assert!(
+        pages
+            .iter()
+            .all(|(n, size)| *n >= 1 && *size <= PAGE_BYTES + ENVELOPE),
+        "{pages:?}"
+    );
+    // A push stored in one millisecond and larger than a page cannot be cut
+    // for a timestamp client: its page holds the whole millisecond.
+    push_blobs(&api, "burst", 10, 20_000, 10).await;
+    let (seen, _) = seed_pull_all(&api, 50).await;
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (18, 18), "{seen:?}");
+}
+
+async fn pull_pending_and_fetch_are_bounded_in_bytes(b: Backend) {
+    let s = small_pages(&b);
+    let api = Api::for_tenant(&s, &common::tenant());
+    push_blobs(&api, "p", 10, 30_000, 10).await;
+    let v = api.ok(PENDING, json!({"entityTypes": ["end_user"]})).await;
+    let n = ids_of(&v, "end_user").len();
+    assert!((1..10).contains(&n), "{n} of 10 records of 30 kB");
+    assert_eq!(v["hasMore"], true);
+    assert!(v.to_string().len() <= PAGE_BYTES + ENVELOPE);
+    // Fetch: what did not fit is absent and `hasMore` says so; asking for
+    // the rest gets it.
+    let mut wanted: Vec<String> = (0..10).map(|i| format!("p{i:03}")).collect();
+    let mut rounds = 0;
+    while !wanted.is_empty() {
+        let v = api
+            .ok(FETCH, json!({"entityType": "end_user", "ids": wanted}))
+            .await;
+        let got = ids_of(&v, "end_user");
+        assert!(!got.is_empty());
+        assert!(v.to_string().len() <= PAGE_BYTES + ENVELOPE);
+        assert_eq!(v["hasMore"], got.len() < wanted.len(), "{got:?}");
+        wanted.retain(|w| !got.contains(w));
+        rounds += 1;
+        assert!(rounds < 20);
+    }
+    assert!(rounds >= 3, "{rounds}");
 }

@@ -14,6 +14,8 @@
 mod push;
 mod read;
 
+pub use read::{Page, PageBounds};
+
 use serde_json::{Map, Value};
 use sqlx::any::{install_default_drivers, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -73,6 +75,8 @@ pub struct StoredRecord {
     pub changed_at: Option<i64>,
     pub is_deleted: bool,
     pub seq: i64,
+    /// Length of the stored data's JSON text.
+    pub data_len: usize,
 }
 
 impl StoredRecord {
@@ -85,6 +89,15 @@ impl StoredRecord {
             self.changed_at.unwrap_or(self.updated_at),
             self.is_deleted,
         )
+    }
+
+    /// An upper bound of the length of [`Self::to_json`] serialized: the
+    /// stored data text (written by `serde_json`, so the same length when
+    /// serialized again), the id (twice: every byte escaped at worst; ids
+    /// hold no control characters) and the reserved fields.
+    pub fn wire_size(&self) -> usize {
+        const RESERVED: usize = 160;
+        self.data_len + 2 * self.id.len() + RESERVED
     }
 
     pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
@@ -102,6 +115,7 @@ impl StoredRecord {
             changed_at: row.try_get::<Option<i64>, _>("changed_at")?,
             is_deleted: row.try_get::<i64, _>("is_deleted")? != 0,
             seq: row.try_get("seq")?,
+            data_len: data_text.len(),
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct Limits {
     pub max_mutations: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// Most bytes of record JSON in one pull, pull-pending or fetch answer
+    /// (at least one record always goes).
+    pub max_page_bytes: usize,
 }
 
 pub struct AppState {

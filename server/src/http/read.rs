@@ -13,7 +13,7 @@ use tidesync_protocol::{
 };
 
 use crate::auth::Auth;
-use crate::db::{After, StoredRecord};
+use crate::db::{After, Page, PageBounds, StoredRecord};
 use crate::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::http::{check_types, requested_types, AppState};
@@ -61,9 +61,17 @@ pub(crate) async fn pull(
         .limit
         .unwrap_or(default_limit)
         .clamp(1, st.limits.max_page_size);
-    let mut rows = st.repo.changes(&auth.tenant, &types, after, limit).await?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let bounds = PageBounds {
+        count: limit,
+        bytes: st.limits.max_page_bytes,
+    };
+    // Seed 003's timestamp form: the next pull asks for changes stored after
+    // this page's last millisecond, so a page must not end inside one.
+    let timestamp_form = matches!(after, After::Time(_)) && !cfg!(feature = "naive-cursor");
+    let Page { rows, has_more } = st
+        .repo
+        .pull_page(&auth.tenant, &types, after, bounds, timestamp_form)
+        .await?;
     let mut sync_timestamp = iso_ms(now_ms());
     let cursor = match after {
         After::Seq(s) if !cfg!(feature = "naive-cursor") => {
@@ -73,20 +81,15 @@ pub(crate) async fn pull(
             .last()
             .map(encode_cursor)
             .or_else(|| req.cursor.clone()),
-        // Timestamp form: rows come in `updatedAt` order. With more to come,
-        // the page is completed with the rest of its last millisecond and
-        // `syncTimestamp` is that millisecond, so a seed 003 client that
-        // pulls again from it gets the rest. Once complete, the answer also
-        // carries an exact cursor to switch to.
+        // Timestamp form: rows come in `updatedAt` order and a page holds
+        // whole milliseconds. With more to come, `syncTimestamp` is the
+        // page's last millisecond, so a seed 003 client that pulls again
+        // from it gets the rest. Once complete, the answer also carries an
+        // exact cursor to switch to.
         _ => {
             if has_more {
-                if let Some((last_at, last_seq)) = rows.last().map(|r| (r.updated_at, r.seq)) {
-                    let ties = st
-                        .repo
-                        .same_time_after(&auth.tenant, &types, last_at, last_seq)
-                        .await?;
-                    rows.extend(ties);
-                    sync_timestamp = iso_ms(last_at);
+                if let Some(last) = rows.last() {
+                    sync_timestamp = iso_ms(last.updated_at);
                 }
                 None
             } else {
@@ -121,10 +124,11 @@ pub(crate) async fn pull_pending(
     JsonBody(req): JsonBody<PullPendingRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
     let types = requested_types(&st.registry, &auth.tenant, req.entity_types)?;
-    let limit = st.limits.max_page_size;
-    let mut rows = st.repo.pending(&auth.tenant, &types, limit).await?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let bounds = PageBounds {
+        count: st.limits.max_page_size,
+        bytes: st.limits.max_page_bytes,
+    };
+    let Page { rows, has_more } = st.repo.pending(&auth.tenant, &types, bounds).await?;
     Ok(Json(PullResponse {
         success: true,
         data: group(&types, &rows),
@@ -174,15 +178,22 @@ pub(crate) async fn fetch(
     for (i, id) in req.ids.iter().enumerate() {
         check_id(&format!("ids[{i}]"), id).map_err(ApiError::Validation)?;
     }
-    let rows = st
+    // Over the byte bound, `hasMore` says that ids absent from this answer
+    // were not looked at: fetch them again.
+    let Page { rows, has_more } = st
         .repo
-        .fetch(&auth.tenant, &req.entity_type, &req.ids)
+        .fetch(
+            &auth.tenant,
+            &req.entity_type,
+            &req.ids,
+            st.limits.max_page_bytes,
+        )
         .await?;
     Ok(Json(PullResponse {
         success: true,
         data: group(std::slice::from_ref(&req.entity_type), &rows),
         cursor: None,
-        has_more: false,
+        has_more,
         sync_timestamp: iso_ms(now_ms()),
     }))
 }
