@@ -30,8 +30,11 @@ pub(crate) async fn push(
         ));
     };
     let max = st.limits.max_mutations;
-    let too_many =
-        |n: usize| ApiError::PayloadTooLarge(format!("{n} mutations in one push; at most {max}"));
+    let too_many = |n: usize| ApiError::PayloadTooLarge {
+        message: format!("{n} mutations in one push; at most {max}"),
+        max_body_bytes: st.limits.max_body_bytes,
+        max_mutations: max,
+    };
     let (client_id, parsed): (Option<String>, Vec<Parsed>) = if let Some(changes) =
         obj.remove("changes")
     {
