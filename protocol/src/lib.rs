@@ -6,8 +6,8 @@
 //! `wasm32-unknown-unknown` too, so it depends on serde and serde_json only.
 //!
 //! Records travel as flat JSON objects: the application's fields next to the
-//! four reserved ones, `id`, `version`, `updatedAt` and `isDeleted` (see
-//! [`Record`]).
+//! five reserved ones, `id`, `version`, `updatedAt`, `changedAt` and
+//! `isDeleted` (see [`Record`]).
 
 use std::collections::BTreeMap;
 
@@ -30,19 +30,24 @@ pub const FETCH_PATH: &str = "/api/client/sync/fetch";
 
 /// Keys of a record that the server owns; any field of that name sent in
 /// `data` is ignored.
-pub const RESERVED_FIELDS: [&str; 4] = ["id", "version", "updatedAt", "isDeleted"];
+pub const RESERVED_FIELDS: [&str; 5] = ["id", "version", "updatedAt", "changedAt", "isDeleted"];
 
 /// Value of the `sync_status` data field that `pull-pending` selects.
 pub const SYNC_STATUS_PENDING: &str = "pending";
+/// Value a seed 003 push stores in a record's `sync_status` field (when the
+/// record has one): the record has reached the server.
+pub const SYNC_STATUS_SYNCED: &str = "synced";
 
 /// A record as the server returns it: application fields flattened next to
 /// the reserved ones.
 ///
 /// ```
 /// let r: tidesync_protocol::Record = serde_json::from_str(
-///     r#"{"id":"a","name":"Ada","version":2,"updatedAt":"2026-01-01T00:00:00.000Z","isDeleted":false}"#,
+///     r#"{"id":"a","name":"Ada","version":2,"updatedAt":"2026-01-01T00:00:01.000Z",
+///         "changedAt":"2026-01-01T00:00:00.000Z","isDeleted":false}"#,
 /// ).unwrap();
 /// assert_eq!(r.version, 2);
+/// assert_eq!(r.changed_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
 /// assert_eq!(r.data["name"], "Ada");
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +55,15 @@ pub const SYNC_STATUS_PENDING: &str = "pending";
 pub struct Record {
     pub id: String,
     pub version: i64,
-    /// ISO-8601 UTC with milliseconds, e.g. `2026-11-24T10:00:01.234Z`.
+    /// When the server stored this version: ISO-8601 UTC with
+    /// milliseconds, e.g. `2026-11-24T10:00:01.234Z`.
     pub updated_at: String,
+    /// When the edit that produced this version was made on its device
+    /// (capped at the server's clock); last-write-wins compares this, never
+    /// `updated_at`. Every record a server of this protocol version returns
+    /// carries it; `None` only for records from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
     pub is_deleted: bool,
     /// The application's fields.
     #[serde(flatten)]
@@ -178,6 +190,9 @@ pub struct MutationResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub status: MutationStatus,
+    /// Tidesync form: the record as stored after this mutation (absent when
+    /// rejected). Seed 003 form: always absent; the records are in
+    /// [`PushResponse::data`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,7 +208,10 @@ pub struct MutationResult {
 #[serde(rename_all = "camelCase")]
 pub struct PushResponse {
     pub success: bool,
-    /// Seed 003's list: the record of every mutation that was not rejected.
+    /// Seed 003's form (`changes`): the record of every change that was not
+    /// rejected, in request order. Tidesync form (`mutations`): empty, the
+    /// records are in `results[].record` (each record travels once).
+    #[serde(default)]
     pub data: Vec<Value>,
     pub results: Vec<MutationResult>,
     /// Sequence position of this push's last change (informational; a
@@ -349,12 +367,14 @@ mod tests {
             id: "a".into(),
             version: 1,
             updated_at: "2026-01-01T00:00:00.000Z".into(),
+            changed_at: Some("2025-12-31T23:59:59.000Z".into()),
             is_deleted: false,
             data,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["name"], "Ada");
         assert_eq!(v["isDeleted"], false);
+        assert_eq!(v["changedAt"], "2025-12-31T23:59:59.000Z");
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Largest pull page; a larger `limit` is capped to it silently.
     #[arg(long, env = "TIDESYNC_MAX_PAGE_SIZE", default_value_t = 10_000)]
     pub max_page_size: u32,
+    /// Most bytes of records in one pull, pull-pending or fetch answer
+    /// (`hasMore: true` when cut; a single larger record still goes alone).
+    #[arg(long, env = "TIDESYNC_MAX_PAGE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_page_bytes: usize,
     /// Requests per second per token (tenant + sub); 0 disables the limit.
     #[arg(long, env = "TIDESYNC_RATE_LIMIT", default_value_t = 100)]
     pub rate_limit: u32,

@@ -22,8 +22,14 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
+    /// Over the body or mutation limit; the answer's `details` names both
+    /// limits (`maxBodyBytes`, `maxMutations`) so a client can split.
+    #[error("{message}")]
+    PayloadTooLarge {
+        message: String,
+        max_body_bytes: usize,
+        max_mutations: usize,
+    },
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("database error: {0}")]
@@ -37,7 +43,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -52,7 +58,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
-            ApiError::PayloadTooLarge(_) => "payload-too-large",
+            ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::Database(e) if is_unavailable(e) => "unavailable",
             ApiError::Database(_) => "internal",
@@ -89,12 +95,23 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let details = match &self {
+            ApiError::PayloadTooLarge {
+                max_body_bytes,
+                max_mutations,
+                ..
+            } => Some(serde_json::json!({
+                "maxBodyBytes": max_body_bytes,
+                "maxMutations": max_mutations,
+            })),
+            _ => None,
+        };
         let body = ErrorResponse {
             success: false,
             error: ErrorBody {
                 code: self.code().to_owned(),
                 message,
-                details: None,
+                details,
             },
         };
         let mut resp = (status, Json(body)).into_response();

@@ -2,12 +2,11 @@
 //! wires the command line to the pieces: configuration, database, router,
 //! graceful shutdown, and the `token` subcommand.
 
-mod app;
 mod auth;
 mod config;
 mod db;
 mod error;
-mod extract;
+mod http;
 mod sync;
 
 use std::io::IsTerminal;
@@ -18,9 +17,9 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::app::{AppState, HttpOptions, Limits, Metrics, TestHooks};
 use crate::auth::{Keys, RateLimit};
 use crate::config::{Cli, Command, Registry, ServeArgs, DEV_SECRET};
+use crate::http::{AppState, HttpOptions, Limits, Metrics, TestHooks};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -90,12 +89,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             max_mutations: args.max_mutations,
             default_page_size: args.default_page_size.max(1),
             max_page_size: args.max_page_size.max(1),
+            max_page_bytes: args.max_page_bytes.max(1),
         },
         rate_limit: RateLimit::new(args.rate_limit, args.rate_burst),
         metrics,
         test_hooks: args.test_hooks.then(TestHooks::default),
     });
-    let router = app::router(
+    let router = http::router(
         state.clone(),
         &HttpOptions {
             www: args.www.clone(),

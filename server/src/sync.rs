@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
-use tidesync_protocol::{Mutation, MutationStatus, Op, Strategy, Winner, RESERVED_FIELDS};
+use tidesync_protocol::{
+    Mutation, MutationStatus, Op, Strategy, Winner, RESERVED_FIELDS, SYNC_STATUS_SYNCED,
+};
 
 /// Longest id, mutation id or client id accepted.
 pub const MAX_ID_LEN: usize = 255;
@@ -49,11 +51,24 @@ pub struct Existing {
     pub is_deleted: bool,
 }
 
+/// The state a decision stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub data: Map<String, Value>,
+    pub is_deleted: bool,
+    /// When the edit that produced this version was made (ms): the client's
+    /// time, capped at the server's clock so that a clock running ahead
+    /// cannot win every later last-write-wins conflict. A merge of two
+    /// edits is as recent as the later of them.
+    pub changed_at: i64,
+}
+
 /// What to do with one mutation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    /// New state to store (`data`, `is_deleted`), or `None`: store nothing.
-    pub write: Option<(Map<String, Value>, bool)>,
+    /// New state to store (`data`, `is_deleted`, edit time in ms), or
+    /// `None`: store nothing.
+    pub write: Option<Write>,
     pub status: MutationStatus,
     pub resolution: Option<Strategy>,
     pub winner: Option<Winner>,
@@ -69,9 +84,15 @@ pub fn decide(
     item: &PushItem,
     now_ms: i64,
 ) -> Decision {
-    let client_state = || match item.op {
-        Op::Upsert => (item.data.clone(), false),
-        Op::Delete => (existing.map(|e| e.data.clone()).unwrap_or_default(), true),
+    // A client clock ahead of ours must not win every later conflict.
+    let edit_time = item.client_ts_ms.unwrap_or(now_ms).min(now_ms);
+    let client_state = || Write {
+        data: match item.op {
+            Op::Upsert => item.data.clone(),
+            Op::Delete => existing.map(|e| e.data.clone()).unwrap_or_default(),
+        },
+        is_deleted: item.op == Op::Delete,
+        changed_at: edit_time,
     };
     let applied = |state| Decision {
         write: Some(state),
@@ -95,52 +116,73 @@ pub fn decide(
     match strategy {
         Strategy::ServerWins => conflict(None, Winner::Server),
         Strategy::ClientWins => conflict(Some(client_state()), Winner::Client),
+        // Edit time against edit time: `e.changed_at` is when the stored
+        // version was edited on its device, not when it reached us.
         Strategy::LastWriteWins => {
-            if item.client_ts_ms.unwrap_or(now_ms).min(now_ms) > e.changed_at {
+            if edit_time > e.changed_at {
                 conflict(Some(client_state()), Winner::Client)
             } else {
                 conflict(None, Winner::Server)
             }
         }
-        Strategy::Merge => match item.op {
-            Op::Upsert => {
-                let mut merged = e.data.clone();
-                let changed =
-                    |k: &String| item.changed_fields.as_ref().is_none_or(|f| f.contains(k));
-                merged.extend(
-                    item.data
-                        .iter()
-                        .filter(|(k, _)| changed(k))
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                for removed in item
-                    .changed_fields
-                    .iter()
-                    .flatten()
-                    .filter(|k| !item.data.contains_key(*k))
-                {
-                    merged.remove(removed);
-                }
-                conflict(Some((merged, false)), Winner::Merged)
-            }
-            Op::Delete => conflict(Some((e.data.clone(), true)), Winner::Merged),
-        },
+        Strategy::Merge => {
+            let changed_at = edit_time.max(e.changed_at);
+            let write = match item.op {
+                Op::Upsert => Write {
+                    data: merge_fields(&e.data, item),
+                    is_deleted: false,
+                    changed_at,
+                },
+                Op::Delete => Write {
+                    data: e.data.clone(),
+                    is_deleted: true,
+                    changed_at,
+                },
+            };
+            conflict(Some(write), Winner::Merged)
+        }
     }
 }
 
+/// The server's fields overridden by the ones the client changed
+/// (`changedFields`, else every field it sent); a changed field absent from
+/// the client's data is removed.
+fn merge_fields(server: &Map<String, Value>, item: &PushItem) -> Map<String, Value> {
+    let mut merged = server.clone();
+    let changed = |k: &String| item.changed_fields.as_ref().is_none_or(|f| f.contains(k));
+    merged.extend(
+        item.data
+            .iter()
+            .filter(|(k, _)| changed(k))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    for removed in item
+        .changed_fields
+        .iter()
+        .flatten()
+        .filter(|k| !item.data.contains_key(*k))
+    {
+        merged.remove(removed);
+    }
+    merged
+}
+
 /// A record as clients see it: data fields flattened next to `id`,
-/// `version`, `updatedAt` and `isDeleted`.
+/// `version`, `updatedAt` (when the server stored it), `changedAt` (when the
+/// edit that produced this version was made) and `isDeleted`.
 pub fn record_json(
     id: &str,
     data: &Map<String, Value>,
     version: i64,
     updated_at_ms: i64,
+    changed_at_ms: i64,
     is_deleted: bool,
 ) -> Value {
     let mut out = data.clone();
     out.insert("id".into(), Value::from(id));
     out.insert("version".into(), Value::from(version));
     out.insert("updatedAt".into(), Value::from(iso_ms(updated_at_ms)));
+    out.insert("changedAt".into(), Value::from(iso_ms(changed_at_ms)));
     out.insert("isDeleted".into(), Value::from(is_deleted));
     Value::Object(out)
 }
@@ -254,6 +296,20 @@ pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection>
     })
 }
 
+/// Seed 003's `updateSyncStatus`: a record that reaches the server through
+/// a seed push is stored (and answered) as delivered, `sync_status:
+/// "synced"` and `server_synced: 1`, for the fields the record has. A seed
+/// client sends `"pending"` for "not on the server yet"; the answer tells it
+/// that is over. (Tidesync's `mutations` form stores data verbatim.)
+fn mark_synced(obj: &mut Map<String, Value>) {
+    if let Some(status) = obj.get_mut("sync_status") {
+        *status = Value::from(SYNC_STATUS_SYNCED);
+    }
+    if let Some(flag) = obj.get_mut("server_synced") {
+        *flag = Value::from(1);
+    }
+}
+
 /// Reads `changes[entity_type][index]` of a seed 003 push: `id` null or
 /// absent is a new record, `version` is the base version, `isDeleted: true`
 /// or `is_deleted: 1` is a delete, `updatedAt` (if any) the client's time.
@@ -320,6 +376,7 @@ pub fn parse_seed_record(
     for k in RESERVED_FIELDS {
         obj.remove(k);
     }
+    mark_synced(&mut obj);
     Ok(PushItem {
         mutation_id: None,
         entity_type: entity_type.to_owned(),
@@ -376,7 +433,7 @@ mod tests {
             5,
         );
         assert_eq!(d.status, MutationStatus::Applied);
-        assert_eq!(d.write.unwrap().0["name"], "c");
+        assert_eq!(d.write.unwrap().data["name"], "c");
     }
 
     #[test]
@@ -399,10 +456,10 @@ mod tests {
             &item(Op::Upsert, Some(1), json!({"name": "c"}), None),
             5,
         );
-        let (data, deleted) = d.write.unwrap();
-        assert_eq!(data["name"], "c");
-        assert_eq!(data["age"], 40);
-        assert!(!deleted);
+        let w = d.write.unwrap();
+        assert_eq!(w.data["name"], "c");
+        assert_eq!(w.data["age"], 40);
+        assert!(!w.is_deleted);
     }
 
     #[test]
@@ -416,7 +473,10 @@ mod tests {
         it.changed_fields = Some(vec!["name".into(), "gone".into()]);
         let mut e = existing();
         e.data.insert("gone".into(), json!("x"));
-        let (data, _) = decide(Strategy::Merge, Some(&e), &it, 5).write.unwrap();
+        let data = decide(Strategy::Merge, Some(&e), &it, 5)
+            .write
+            .unwrap()
+            .data;
         assert_eq!(data["name"], "c");
         assert_eq!(data["age"], 40, "unchanged field keeps the server's value");
         assert!(!data.contains_key("extra"), "not listed as changed");
@@ -451,6 +511,21 @@ mod tests {
             decide(Strategy::LastWriteWins, Some(&e), &later_edit, 10_000).winner,
             Some(Winner::Client)
         );
+    }
+
+    #[test]
+    fn written_state_carries_the_edit_time() {
+        let e = existing();
+        let edit = item(Op::Upsert, Some(3), json!({"name": "c"}), Some(2_000));
+        let w = decide(Strategy::LastWriteWins, Some(&e), &edit, 10_000).write;
+        assert_eq!(w.map(|w| w.changed_at), Some(2_000));
+        let blind = item(Op::Upsert, None, json!({}), None);
+        let w = decide(Strategy::LastWriteWins, Some(&e), &blind, 10_000).write;
+        assert_eq!(w.map(|w| w.changed_at), Some(10_000), "no client time: now");
+        // A merge is as recent as the later of its two edits.
+        let older = item(Op::Upsert, Some(1), json!({"x": 1}), Some(500));
+        let w = decide(Strategy::Merge, Some(&e), &older, 10_000).write;
+        assert_eq!(w.map(|w| w.changed_at), Some(1_000));
     }
 
     #[test]

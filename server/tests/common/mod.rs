@@ -333,3 +333,40 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Sends a raw HTTP/1.1 request (`head` without the blank line; the
+/// request asks to close the connection) and then `body` in `chunk`-sized
+/// writes, then reads the whole answer. Blocking; run it off the runtime.
+pub fn raw_request(addr: &str, head: &str, body: &[u8], chunk: usize) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(20)))?;
+    write!(conn, "{head}\r\nConnection: close\r\n\r\n")?;
+    for part in body.chunks(chunk.max(1)) {
+        conn.write_all(part)?;
+    }
+    conn.flush()?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// `body` in HTTP/1.1 chunked encoding, `chunk` bytes per chunk.
+pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / chunk.max(1) * 12 + 8);
+    for part in body.chunks(chunk.max(1)) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+impl Server {
+    /// `host:port` of the server.
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+}

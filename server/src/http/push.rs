@@ -1,0 +1,205 @@
+//! `POST /api/client/sync/push`: reads either request form, hands the valid
+//! mutations to the repository in one transaction and shapes the answer.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use tidesync_protocol::{ErrorBody, MutationResult, MutationStatus, PushResponse, Strategy};
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::http::extract::JsonBody;
+use crate::http::{check_types, AppState};
+use crate::sync::{check_id, iso_ms, now_ms, parse_mutation, parse_seed_record};
+
+type Parsed = Result<crate::sync::PushItem, crate::sync::Rejection>;
+
+pub(crate) async fn push(
+    State(st): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::Validation(
+            "request body: expected a JSON object".into(),
+        ));
+    };
+    let max = st.limits.max_mutations;
+    let too_many = |n: usize| ApiError::PayloadTooLarge {
+        message: format!("{n} mutations in one push; at most {max}"),
+        max_body_bytes: st.limits.max_body_bytes,
+        max_mutations: max,
+    };
+    let (client_id, parsed): (Option<String>, Vec<Parsed>) = if let Some(changes) =
+        obj.remove("changes")
+    {
+        let Value::Object(changes) = changes else {
+            return Err(ApiError::Validation(
+                "changes: expected an object of entity type → array of records".into(),
+            ));
+        };
+        let mut total = 0usize;
+        for (t, records) in &changes {
+            match records {
+                Value::Array(a) => total += a.len(),
+                _ => {
+                    return Err(ApiError::Validation(format!(
+                        "changes.{t}: expected an array of records"
+                    )))
+                }
+            }
+        }
+        if total > max {
+            return Err(too_many(total));
+        }
+        check_types(&st.registry, &auth.tenant, changes.keys())?;
+        let mut parsed = Vec::with_capacity(total);
+        for (t, records) in changes {
+            if let Value::Array(a) = records {
+                for (i, r) in a.into_iter().enumerate() {
+                    parsed.push(parse_seed_record(&t, i, r));
+                }
+            }
+        }
+        (None, parsed)
+    } else if let Some(mutations) = obj.remove("mutations") {
+        let client_id = match obj.get("clientId") {
+            Some(Value::String(s)) => {
+                check_id("clientId", s).map_err(ApiError::Validation)?;
+                s.clone()
+            }
+            Some(_) => return Err(ApiError::Validation("clientId: expected a string".into())),
+            None => return Err(ApiError::Validation("clientId: missing".into())),
+        };
+        let Value::Array(mutations) = mutations else {
+            return Err(ApiError::Validation("mutations: expected an array".into()));
+        };
+        if mutations.len() > max {
+            return Err(too_many(mutations.len()));
+        }
+        // An unregistered type anywhere fails the whole request.
+        let named: Vec<String> = mutations
+            .iter()
+            .filter_map(|m| m.get("entityType").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        check_types(&st.registry, &auth.tenant, &named)?;
+        let parsed = mutations
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| parse_mutation(i, m))
+            .collect();
+        (Some(client_id), parsed)
+    } else {
+        return Err(ApiError::Validation(
+            "request body: expected `mutations` (with `clientId`) or seed 003's `changes`".into(),
+        ));
+    };
+
+    let mut results: Vec<Option<MutationResult>> = vec![None; parsed.len()];
+    let mut valid = Vec::new();
+    let mut mutation_ids: Vec<Option<String>> = vec![None; results.len()];
+    for (i, p) in parsed.into_iter().enumerate() {
+        match p {
+            Ok(item) => {
+                mutation_ids[i] = item.mutation_id.clone();
+                valid.push((i, item));
+            }
+            Err(r) => {
+                results[i] = Some(MutationResult {
+                    mutation_id: r.mutation_id,
+                    entity_type: r.entity_type,
+                    id: r.id,
+                    status: MutationStatus::Rejected,
+                    record: None,
+                    resolution: None,
+                    winner: None,
+                    error: Some(ErrorBody {
+                        code: "validation".into(),
+                        message: r.message,
+                        details: None,
+                    }),
+                })
+            }
+        }
+    }
+    let tenant = auth.tenant.clone();
+    let registry = &st.registry;
+    let (outcomes, last_seq) = st
+        .repo
+        .push(
+            &tenant,
+            client_id.as_deref(),
+            valid,
+            |t| {
+                registry
+                    .strategy(&tenant, t)
+                    .unwrap_or(Strategy::LastWriteWins)
+            },
+            now,
+        )
+        .await?;
+    // Each record travels once: in `results[].record` for the Tidesync
+    // form, in `data` (seed 003's list, request order) for the seed form.
+    let seed_form = client_id.is_none();
+    let mut seed_data: Vec<(usize, Value)> = Vec::new();
+    for (i, o) in outcomes {
+        let record = Some(o.record).filter(|r| !r.is_null());
+        let record = match (seed_form, record) {
+            (true, Some(r)) => {
+                seed_data.push((i, r));
+                None
+            }
+            (_, r) => r,
+        };
+        results[i] = Some(MutationResult {
+            mutation_id: mutation_ids[i].take(),
+            entity_type: Some(o.entity_type),
+            id: Some(o.id),
+            status: o.status,
+            record,
+            resolution: o.resolution,
+            winner: o.winner,
+            error: None,
+        });
+    }
+    let results: Vec<MutationResult> = results.into_iter().flatten().collect();
+    let m = &st.metrics;
+    m.pushes.inc();
+    for r in &results {
+        let label = match r.status {
+            MutationStatus::Applied => "applied",
+            MutationStatus::Duplicate => "duplicate",
+            MutationStatus::Conflict => "conflict",
+            MutationStatus::Rejected => "rejected",
+        };
+        m.mutations.with_label_values(&[label]).inc();
+    }
+    tracing::info!(
+        tenant = %auth.tenant,
+        sub = %auth.sub,
+        mutations = results.len(),
+        "push committed"
+    );
+    if let Some(hooks) = &st.test_hooks {
+        if hooks.take(&auth.tenant) {
+            tracing::warn!(tenant = %auth.tenant, "test hook: dropping this push's response");
+            return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        }
+    }
+    seed_data.sort_by_key(|(i, _)| *i);
+    let data = seed_data.into_iter().map(|(_, r)| r).collect();
+    Ok(Json(PushResponse {
+        success: true,
+        data,
+        results,
+        cursor: last_seq.map(|s| format!("c1.{s}")),
+        sync_timestamp: iso_ms(now_ms()),
+    })
+    .into_response())
+}
