@@ -20,11 +20,11 @@ use crate::engine::ports::{
     Transport, TransportError,
 };
 use crate::engine::schedule::Schedule;
-use crate::engine::task::HttpResponse;
 use crate::engine::task::{
     ErrorClass, FailedTask, HttpRequest, NewTask, Task, TaskError, TaskKind,
     APP_RESPONSE_BODY_LIMIT,
 };
+use crate::engine::task::{HttpResponse, ResponseBody};
 use crate::engine::time::Millis;
 use futures::channel::oneshot;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -631,17 +631,28 @@ impl<P: Ports> Outbox<P> {
                 self.breaker_success();
                 let (verdicts, requeued) = match &self.replica {
                     Some(replica) => replica.apply_push(&tasks, &response).await?,
-                    None => (vec![MutationVerdict::Done; tasks.len()], Vec::new()),
+                    None => (
+                        vec![MutationVerdict::Done(serde_json::Value::Null); tasks.len()],
+                        Vec::new(),
+                    ),
                 };
+                let mut done = Vec::new();
                 for (task, verdict) in tasks.into_iter().zip(verdicts) {
-                    settled.push(match verdict {
-                        MutationVerdict::Done => self.deliver(task, response.clone()).await?,
-                        MutationVerdict::Rejected(error) => self.reject(task, error).await?,
-                        MutationVerdict::Retry(error) => {
-                            self.retry_or_give_up(task, error, None, now).await?
+                    match verdict {
+                        MutationVerdict::Done(result) => {
+                            let mut own = HttpResponse::new(response.status);
+                            own.body = ResponseBody::Json(result);
+                            done.push((task, own));
                         }
-                    });
+                        MutationVerdict::Rejected(error) => {
+                            settled.push(self.reject(task, error).await?)
+                        }
+                        MutationVerdict::Retry(error) => {
+                            settled.push(self.retry_or_give_up(task, error, None, now).await?)
+                        }
+                    }
                 }
+                settled.extend(self.deliver_all(done).await?);
                 for task in requeued {
                     self.adopt(task);
                 }
@@ -786,6 +797,27 @@ impl<P: Ports> Outbox<P> {
     /// The server took the task: it leaves the queue.
     async fn deliver(&self, task: Task, response: HttpResponse) -> Result<Settled, StoreError> {
         self.store.complete_task(&task.id, task.revision).await?;
+        Ok(self.delivered(task, response))
+    }
+
+    /// The server took these tasks (one push): they leave the queue in one
+    /// transaction.
+    async fn deliver_all(
+        &self,
+        done: Vec<(Task, HttpResponse)>,
+    ) -> Result<Vec<Settled>, StoreError> {
+        let ids: Vec<(String, u64)> = done
+            .iter()
+            .map(|(t, _)| (t.id.clone(), t.revision))
+            .collect();
+        self.store.complete_tasks(&ids).await?;
+        Ok(done
+            .into_iter()
+            .map(|(task, response)| self.delivered(task, response))
+            .collect())
+    }
+
+    fn delivered(&self, task: Task, response: HttpResponse) -> Settled {
         {
             let mut state = self.state.borrow_mut();
             if state
@@ -802,7 +834,7 @@ impl<P: Ports> Outbox<P> {
             state.recently_completed.push_back(task.id.clone());
         }
         self.events.emit(Event::Complete { task, response });
-        Ok(Settled::Completed)
+        Settled::Completed
     }
 
     /// A retryable failure: back off, or give up when the budget is spent.

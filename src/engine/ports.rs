@@ -45,6 +45,10 @@ pub trait Store {
     /// Returns whether it deleted.
     async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError>;
 
+    /// Deletes acknowledged tasks in one transaction (a push's answer),
+    /// each unless it was re-registered meanwhile.
+    async fn complete_tasks(&self, done: &[(String, u64)]) -> Result<(), StoreError>;
+
     /// Moves a task to the dead letters in one transaction (unless it was
     /// re-registered meanwhile). Returns whether it moved.
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError>;
@@ -143,6 +147,9 @@ impl<S: Store> Store for std::rc::Rc<S> {
     }
     async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError> {
         (**self).complete_task(id, revision).await
+    }
+    async fn complete_tasks(&self, done: &[(String, u64)]) -> Result<(), StoreError> {
+        (**self).complete_tasks(done).await
     }
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
         (**self).dead_letter(failed).await
@@ -303,8 +310,10 @@ impl RecordWrite {
 /// What became of one mutation of a pushed batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MutationVerdict {
-    /// Applied, duplicate or conflict-resolved: the task is done.
-    Done,
+    /// Applied, duplicate or conflict-resolved: the task is done. Carries
+    /// the mutation's own result from the push answer (what its
+    /// `sync:complete` listeners receive as the body).
+    Done(serde_json::Value),
     /// The server rejected it; sending it again cannot help.
     Rejected(TaskError),
     /// No usable result for it: send it again later.
@@ -359,7 +368,10 @@ impl Replica for NoReplica {
         _response: &HttpResponse,
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
         Ok((
-            tasks.iter().map(|_| MutationVerdict::Done).collect(),
+            tasks
+                .iter()
+                .map(|_| MutationVerdict::Done(serde_json::Value::Null))
+                .collect(),
             Vec::new(),
         ))
     }

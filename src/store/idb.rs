@@ -229,6 +229,22 @@ impl Store for IdbStore {
         Ok(true)
     }
 
+    async fn complete_tasks(&self, done: &[(String, u64)]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let stored = try_join_all(done.iter().map(|(id, _)| stored_revision(&tasks, id))).await?;
+        let doomed = done
+            .iter()
+            .zip(stored)
+            .filter(|((_, revision), stored)| *stored == Some(*revision))
+            .map(|((id, _), _)| tasks.delete(JsValue::from_str(id)));
+        try_join_all(doomed).await.map_err(map_error)?;
+        finish(tx).await
+    }
+
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
         let tx = self.transaction(&[TASKS, FAILED], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;

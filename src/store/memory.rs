@@ -93,6 +93,17 @@ impl Store for MemoryStore {
         Ok(false)
     }
 
+    async fn complete_tasks(&self, done: &[(String, u64)]) -> Result<(), StoreError> {
+        self.write()?;
+        let mut tasks = self.tasks.borrow_mut();
+        for (id, revision) in done {
+            if tasks.get(id).is_some_and(|t| t.revision == *revision) {
+                tasks.remove(id);
+            }
+        }
+        Ok(())
+    }
+
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
         self.write()?;
         let mut tasks = self.tasks.borrow_mut();

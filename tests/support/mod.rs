@@ -90,6 +90,9 @@ impl Store for SharedTasks {
     async fn complete_task(&self, id: &str, revision: u64) -> Result<bool, StoreError> {
         self.0.tasks.complete_task(id, revision).await
     }
+    async fn complete_tasks(&self, done: &[(String, u64)]) -> Result<(), StoreError> {
+        self.0.tasks.complete_tasks(done).await
+    }
     async fn dead_letter(&self, failed: &FailedTask) -> Result<bool, StoreError> {
         self.0.tasks.dead_letter(failed).await
     }

@@ -887,7 +887,7 @@ impl<R: ReplicaPorts> Replicator<R> {
                             register: settled.requeue,
                         });
                     }
-                    verdicts.push(MutationVerdict::Done);
+                    verdicts.push(MutationVerdict::Done(result_json(result)));
                 }
                 status => {
                     // Applied, duplicate, or a conflict for a change since
@@ -918,13 +918,18 @@ impl<R: ReplicaPorts> Replicator<R> {
                             change.writes.push(RecordWrite::plain(local, expect));
                         }
                     }
-                    verdicts.push(MutationVerdict::Done);
+                    verdicts.push(MutationVerdict::Done(result_json(result)));
                 }
             }
         }
         let requeued = self.records.apply(change).await?;
         Ok((verdicts, requeued))
     }
+}
+
+/// A mutation's result as its `sync:complete` listeners see it.
+fn result_json(result: &protocol::MutationResult) -> Value {
+    serde_json::to_value(result).unwrap_or(Value::Null)
 }
 
 /// Whether the server's copy is exactly what a mutation wrote.
