@@ -39,6 +39,11 @@ if [ -f scripts/test-server.sh ]; then
 fi
 
 layer "end to end: Playwright in Chromium"
-# The replication tests run the real reference server.
+# The replication tests run the real reference server, on SQLite and (the
+# volume tests) on a private PostgreSQL too.
 cargo build --quiet -p tidesync-server
-node --test --test-concurrency=1 tests/e2e/
+trap 'bash scripts/postgres.sh stop || true' EXIT
+eval "$(bash scripts/postgres.sh start)"
+TIDESYNC_E2E_DATABASE_URL=$TIDESYNC_TEST_DATABASE_URL node --test --test-concurrency=1 tests/e2e/
+bash scripts/postgres.sh stop
+trap - EXIT
