@@ -18,6 +18,7 @@ import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { execFileSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { startBenchServer } from "./server.mjs";
+import { startTidesyncServer } from "../tests/e2e/support/tidesync-server.mjs";
 import { launchBrowser } from "../tests/e2e/support/browser.mjs";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -236,6 +237,47 @@ async function workboxPair(n, runs, sampleHeap, latency = 0) {
     }));
 }
 
+// ---------- replication, against the reference server (SQLite) ----------
+
+async function replicationPush(reference, n) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const token = reference.token(`bench-push-${++pathSeq}`);
+    const r = await page.evaluate((a) => window.replicationPush(a), { name: `rep-push-${pathSeq}`, serverUrl: reference.url, token, n });
+    if (r.pending !== 0 || r.pushed !== n) throw new Error(`pushed ${r.pushed} of ${n}, ${r.pending} pending`);
+    return { count: n, ms: r.ms, extra: { putMs: Math.round(r.putMs) } };
+  } finally {
+    await context.close();
+  }
+}
+
+/** Writes n records for a fresh tenant straight through the push endpoint; returns its token. */
+async function seedTenant(reference, n) {
+  const token = reference.token(`bench-pull-${++pathSeq}`);
+  for (let start = 0; start < n; start += 1000) {
+    const mutations = Array.from({ length: Math.min(1000, n - start) }, (_, k) => {
+      const i = start + k;
+      return { mutationId: `seed-${i}`, entityType: "end_user", op: "upsert", id: `u${i}`,
+        data: { name: `User number ${i}`, email: `user${i}@example.com`, note: "an ordinary note of about forty characters." } };
+    });
+    const { status } = await reference.call("/api/client/sync/push", token, { clientId: "bench-seed", mutations });
+    if (status !== 200) throw new Error(`seeding answered ${status}`);
+  }
+  return token;
+}
+
+async function replicationPull(reference, token, n) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const pull = () => page.evaluate((a) => window.replicationPull(a), { name: `rep-pull-${++pathSeq}`, serverUrl: reference.url, token });
+    const [r, peak, baseline] = await withHeapSampling(context, page, pull);
+    if (r.pulled !== n) throw new Error(`pulled ${r.pulled} of ${n}`);
+    return { count: n, ms: r.ms, extra: { pages: r.pages, peakJsHeapBytes: peak, baselineJsHeapBytes: baseline, wasmMemoryBytes: r.wasmMemoryBytes } };
+  } finally {
+    await context.close();
+  }
+}
+
 // ---------- the set ----------
 
 const machine = {
@@ -275,6 +317,21 @@ try {
   for (const concurrency of [1, 4, 6]) {
     await measure({ id: `tidesync.replay.latency${LATENCY_MS}.${LATENCY_N}.c${concurrency}`, sdk: "Tidesync", what: `replay, server ${LATENCY_MS} ms away`, n: LATENCY_N, concurrency, unit: "requests/s" },
       RUNS, () => tidesyncReplay(LATENCY_N, concurrency, false, LATENCY_MS));
+  }
+  if (selected("replication")) {
+    const reference = await startTidesyncServer({ entityTypes: ["end_user"] });
+    try {
+      await measure({ id: "replication.push.10000", sdk: "Tidesync", what: "put + sync(), reference server on SQLite", n: 10000, concurrency: null, unit: "mutations/s" },
+        LONG_RUNS, () => replicationPush(reference, 10000));
+      for (const n of [10000, 100000]) {
+        if (!selected(`replication.pull.${n}`)) continue;
+        const token = await seedTenant(reference, n);
+        await measure({ id: `replication.pull.${n}`, sdk: "Tidesync", what: "pull into an empty client, reference server on SQLite", n, concurrency: null, unit: "records/s" },
+          LONG_RUNS, () => replicationPull(reference, token, n));
+      }
+    } finally {
+      await reference.close();
+    }
   }
   if (WORKBOX) {
     await workboxPair(LATENCY_N, RUNS, false, LATENCY_MS);

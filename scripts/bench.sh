@@ -32,4 +32,6 @@ if [ -d "$WB/node_modules/workbox-background-sync" ]; then
   node "$WB/build.mjs" || say "Workbox bundle failed: Tidesync only"
 fi
 
-node bench/run.mjs
+# Replication rows run the reference server, built for release.
+cargo build --quiet --release -p tidesync-server
+TIDESYNC_SERVER_BIN=${TIDESYNC_SERVER_BIN:-target/release/tidesync-server} node bench/run.mjs
