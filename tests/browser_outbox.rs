@@ -9,7 +9,7 @@ use tidesync::engine::events::Event;
 use tidesync::engine::options::OutboxOptions;
 use tidesync::engine::ports::{Ports, Store};
 use tidesync::engine::task::{Body, HttpRequest, NewTask, Priority};
-use tidesync::engine::Outbox;
+use tidesync::engine::{Outbox, OutboxPorts};
 use tidesync::platform::clock::BrowserClock;
 use tidesync::platform::locks::FlushLock;
 use tidesync::store::idb::IdbStore;
@@ -45,12 +45,14 @@ async fn open(db: &str, options: OutboxOptions) -> (Outbox<Browser>, Rc<Recordin
     let store = Rc::new(IdbStore::open(db).await.expect("open IndexedDB"));
     let events = Rc::new(RecordingEvents::default());
     let outbox = Outbox::<Browser>::open(
-        store.clone(),
-        HttpTransport,
-        BrowserClock,
-        FlushLock::new(store.name()),
-        events.clone(),
-        Rc::new(QueuedTokens::default()),
+        OutboxPorts {
+            store: store.clone(),
+            transport: HttpTransport,
+            clock: BrowserClock,
+            locks: FlushLock::new(store.name()),
+            events: events.clone(),
+            tokens: Rc::new(QueuedTokens::default()),
+        },
         options,
         None,
     )

@@ -12,7 +12,8 @@ use std::rc::{Rc, Weak};
 use tidesync::engine::time::Millis;
 use tidesync::engine::{
     Body, BreakerOptions, Clock, ErrorClass, Event, HealthStatus, HttpRequest, HttpResponse,
-    NewTask, Outbox, OutboxOptions, Priority, RetryOptions, StoreError, TaskState, TransportError,
+    NewTask, Outbox, OutboxOptions, OutboxPorts, Priority, RetryOptions, StoreError, TaskState,
+    TransportError,
 };
 use tidesync::store::MemoryStore;
 use tidesync::testing::{
@@ -45,12 +46,14 @@ fn bench_with(options: OutboxOptions, token: Option<&str>) -> Bench {
     let events = Rc::new(RecordingEvents::default());
     let tokens = Rc::new(QueuedTokens::default());
     let outbox = block_on(Outbox::<TestPorts>::open(
-        store.clone(),
-        transport.clone(),
-        clock.clone(),
-        lock.clone(),
-        events.clone(),
-        tokens.clone(),
+        OutboxPorts {
+            store: store.clone(),
+            transport: transport.clone(),
+            clock: clock.clone(),
+            locks: lock.clone(),
+            events: events.clone(),
+            tokens: tokens.clone(),
+        },
         options,
         token.map(str::to_owned),
     ))
@@ -1624,12 +1627,14 @@ fn reopening_over_the_same_store_finds_every_unfinished_task() {
         b.register(post(&format!("t{i}")));
     }
     let reopened = block_on(Outbox::<TestPorts>::open(
-        b.store.clone(),
-        b.transport.clone(),
-        b.clock.clone(),
-        b.lock.clone(),
-        b.events.clone(),
-        b.tokens.clone(),
+        OutboxPorts {
+            store: b.store.clone(),
+            transport: b.transport.clone(),
+            clock: b.clock.clone(),
+            locks: b.lock.clone(),
+            events: b.events.clone(),
+            tokens: b.tokens.clone(),
+        },
         OutboxOptions::default(),
         None,
     ))
@@ -1646,12 +1651,14 @@ fn tasks_registered_by_another_tab_are_picked_up_by_the_next_flush() {
     let b = bench();
     let other_tab = bench_with(OutboxOptions::default(), None);
     let shared = block_on(Outbox::<TestPorts>::open(
-        b.store.clone(),
-        other_tab.transport.clone(),
-        other_tab.clock.clone(),
-        other_tab.lock.clone(),
-        other_tab.events.clone(),
-        other_tab.tokens.clone(),
+        OutboxPorts {
+            store: b.store.clone(),
+            transport: other_tab.transport.clone(),
+            clock: other_tab.clock.clone(),
+            locks: other_tab.lock.clone(),
+            events: other_tab.events.clone(),
+            tokens: other_tab.tokens.clone(),
+        },
         OutboxOptions::default(),
         None,
     ))

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use tidesync::engine::time::Millis;
 use tidesync::engine::{
-    Body, Clock, Event, HttpRequest, HttpResponse, NewTask, Outbox, OutboxOptions, Priority,
-    RetryOptions, StoreError, TransportError,
+    Body, Clock, Event, HttpRequest, HttpResponse, NewTask, Outbox, OutboxOptions, OutboxPorts,
+    Priority, RetryOptions, StoreError, TransportError,
 };
 use tidesync::store::MemoryStore;
 use tidesync::testing::{
@@ -161,12 +161,14 @@ impl World {
             ..OutboxOptions::default()
         };
         let outbox = block_on(Outbox::<TestPorts>::open(
-            store.clone(),
-            transport.clone(),
-            clock.clone(),
-            Rc::new(LocalLock::default()),
-            events.clone(),
-            Rc::new(QueuedTokens::default()),
+            OutboxPorts {
+                store: store.clone(),
+                transport: transport.clone(),
+                clock: clock.clone(),
+                locks: Rc::new(LocalLock::default()),
+                events: events.clone(),
+                tokens: Rc::new(QueuedTokens::default()),
+            },
             options,
             Some("token-0".into()),
         ))

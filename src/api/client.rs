@@ -6,7 +6,7 @@ use crate::api::error::{tidesync_error, ApiError};
 use crate::api::events::{JsEvents, EVENT_NAMES};
 use crate::api::log::Logger;
 use crate::api::options::{encode_body, parse_client_options, parse_register};
-use crate::engine::outbox::{FlushReport, Outbox};
+use crate::engine::outbox::{FlushReport, Outbox, OutboxPorts};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
 use crate::engine::replication::replicator::ReplicaPorts;
 use crate::engine::replication::Replicator;
@@ -107,12 +107,14 @@ impl SyncClient {
             let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
             let events = Rc::new(JsEvents::new(logger));
             let mut outbox = Outbox::<BrowserPorts>::open(
-                store.clone(),
-                HttpTransport,
-                BrowserClock,
-                FlushLock::new(store.name()),
-                events.clone(),
-                JsTokens(options.get_token),
+                OutboxPorts {
+                    store: store.clone(),
+                    transport: HttpTransport,
+                    clock: BrowserClock,
+                    locks: FlushLock::new(store.name()),
+                    events: events.clone(),
+                    tokens: JsTokens(options.get_token),
+                },
                 options.outbox,
                 options.token,
             )

@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod classify;
+pub mod credentials;
 pub mod events;
 pub mod options;
 pub mod outbox;
@@ -21,7 +22,7 @@ pub mod time;
 
 pub use events::{Event, Health, HealthStatus, Metrics, Status, TaskState, TaskStatus};
 pub use options::{BreakerOptions, OutboxOptions, RetryOptions};
-pub use outbox::{FlushReport, Outbox};
+pub use outbox::{FlushReport, Outbox, OutboxPorts};
 pub use ports::{
     Clock, EventSink, Locks, Ports, Store, StoreError, TokenSource, Transport, TransportError,
 };

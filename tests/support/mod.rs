@@ -19,8 +19,8 @@ pub use tidesync::engine::replication::{
 pub use tidesync::engine::time::{to_iso, Millis};
 pub use tidesync::engine::{
     Body, BreakerOptions, Clock, Event, FailedTask, FlushReport, HttpRequest, HttpResponse,
-    NewTask, Outbox, OutboxOptions, Ports, Priority, ResponseBody, RetryOptions, Store, StoreError,
-    Task, TaskKind, TransportError,
+    NewTask, Outbox, OutboxOptions, OutboxPorts, Ports, Priority, ResponseBody, RetryOptions,
+    Store, StoreError, Task, TaskKind, TransportError,
 };
 pub use tidesync::store::MemoryRecords;
 pub use tidesync::testing::{
@@ -476,12 +476,14 @@ pub fn bench_with(config: Config) -> Bench {
         .expect("open the replicator"),
     );
     let mut outbox = block_on(Outbox::<DevicePorts>::open(
-        SharedTasks(records.clone()),
-        transport.clone(),
-        clock.clone(),
-        Rc::new(LocalLock::default()),
-        events.clone(),
-        Rc::new(QueuedTokens::default()),
+        OutboxPorts {
+            store: SharedTasks(records.clone()),
+            transport: transport.clone(),
+            clock: clock.clone(),
+            locks: Rc::new(LocalLock::default()),
+            events: events.clone(),
+            tokens: Rc::new(QueuedTokens::default()),
+        },
         config.outbox,
         Some("token-a".into()),
     ))

@@ -3,6 +3,7 @@
 //! application, through [`Replica`]), pulls page by page along the exact
 //! cursor, conflict resolution, and verify-and-repair.
 
+use crate::engine::credentials::authorize;
 use crate::engine::events::{ConflictEvent, Event};
 use crate::engine::ports::{
     Clock, ConflictResolver, EventSink, MutationVerdict, PushPlan, RecordChange, RecordStore,
@@ -471,21 +472,19 @@ impl<R: ReplicaPorts> Replicator<R> {
 
     // ----- pull -----
 
-    fn auth_headers(&self) -> BTreeMap<String, String> {
-        let mut headers = BTreeMap::new();
-        if let Some(token) = self.token.borrow().as_ref() {
-            headers.insert("Authorization".into(), format!("Bearer {token}"));
-        }
-        headers
-    }
-
     async fn call(&self, path: &str, body: Value) -> Result<Value, ReplicationError> {
-        let request = HttpRequest {
+        let mut request = HttpRequest {
             url: self.url(path),
             method: "POST".into(),
-            headers: self.auth_headers(),
+            headers: BTreeMap::new(),
             body: Some(Body::Json(body)),
         };
+        // The same rule as the outbox's: the token only goes to the server.
+        authorize(
+            &mut request,
+            self.token.borrow().as_deref(),
+            Some(&self.options.server_url),
+        );
         let response = self
             .transport
             .send(&request, self.options.request_timeout, None)
