@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use sqlx::any::{install_default_drivers, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::sync::record_json;
+use crate::sync::{record_json, record_json_owned};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -87,6 +87,19 @@ impl StoredRecord {
             self.version,
             self.updated_at,
             self.changed_at.unwrap_or(self.updated_at),
+            self.is_deleted,
+        )
+    }
+
+    /// The record as clients see it, without copying its data.
+    pub fn into_json(self) -> Value {
+        let changed_at = self.changed_at.unwrap_or(self.updated_at);
+        record_json_owned(
+            &self.id,
+            self.data,
+            self.version,
+            self.updated_at,
+            changed_at,
             self.is_deleted,
         )
     }

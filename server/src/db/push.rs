@@ -6,7 +6,7 @@ use sqlx::Row;
 use tidesync_protocol::{MutationStatus, Strategy, Winner};
 
 use super::{Repo, StoredRecord, COLUMNS};
-use crate::sync::{decide, record_json, Existing, PushItem, Write};
+use crate::sync::{decide, Existing, PushItem, Write};
 
 /// Outcome of one valid push item.
 #[derive(Debug, Clone)]
@@ -16,7 +16,8 @@ pub struct ItemOutcome {
     pub status: MutationStatus,
     pub resolution: Option<Strategy>,
     pub winner: Option<Winner>,
-    pub record: Value,
+    /// The record as stored afterwards (shaped for the wire after commit).
+    pub record: Option<StoredRecord>,
 }
 
 impl Repo {
@@ -57,7 +58,7 @@ impl Repo {
         };
         let mut seq = start_seq;
         let mut out = Vec::with_capacity(items.len());
-        for (index, item) in items {
+        for (index, mut item) in items {
             // Exactly once: a mutation id already seen is a duplicate.
             if let (Some(cid), Some(mid)) = (client_id, item.mutation_id.as_deref()) {
                 let seen = sqlx::query(
@@ -72,11 +73,7 @@ impl Repo {
                 if let Some(row) = seen {
                     let et: String = row.try_get("entity_type")?;
                     let rid: String = row.try_get("record_id")?;
-                    let current = fetch_one_record(&mut tx, tenant, &et, &rid).await?;
-                    let record = current
-                        .as_ref()
-                        .map(StoredRecord::to_json)
-                        .unwrap_or(Value::Null);
+                    let record = fetch_one_record(&mut tx, tenant, &et, &rid).await?;
                     out.push((
                         index,
                         ItemOutcome {
@@ -95,26 +92,38 @@ impl Repo {
                 .id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let current = fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await?;
-            let existing = current.as_ref().map(|r| Existing {
-                data: r.data.clone(),
+            let mut current = fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await?;
+            // The stored data moves into the decision and back: no copy of a
+            // large record while the lock is held.
+            let existing = current.as_mut().map(|r| Existing {
+                data: std::mem::take(&mut r.data),
                 version: r.version,
                 updated_at: r.updated_at,
                 changed_at: r.changed_at.unwrap_or(r.updated_at),
                 is_deleted: r.is_deleted,
             });
             let decision = decide(strategy(&item.entity_type), existing.as_ref(), &item, now);
-            let record = match (&decision.write, &current) {
-                (Some(write), _) => {
-                    let Write {
-                        data,
-                        is_deleted: deleted,
-                        changed_at,
-                    } = write;
+            if let (Some(r), Some(e)) = (current.as_mut(), existing) {
+                r.data = e.data;
+            }
+            let record = match decision.write {
+                Some(Write {
+                    data,
+                    is_deleted,
+                    changed_at,
+                    data_is_client,
+                }) => {
                     seq += 1;
                     let version = current.as_ref().map_or(1, |r| r.version + 1);
                     let updated_at = current.as_ref().map_or(now, |r| r.updated_at.max(now));
-                    let data_text = Value::Object(data.clone()).to_string();
+                    // The client's own data was serialized before the
+                    // transaction; only a merge or a delete's kept fields
+                    // are serialized here.
+                    let data_text = if data_is_client {
+                        std::mem::take(&mut item.data_text)
+                    } else {
+                        Value::Object(data.clone()).to_string()
+                    };
                     let sync_status = data
                         .get("sync_status")
                         .and_then(Value::as_str)
@@ -122,6 +131,7 @@ impl Repo {
                         // never "pending" anyway.
                         .filter(|s| !s.contains('\0'))
                         .map(str::to_owned);
+                    let data_len = data_text.len();
                     sqlx::query(
                         "INSERT INTO records \
                          (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at) \
@@ -138,16 +148,25 @@ impl Repo {
                     .bind(data_text)
                     .bind(version)
                     .bind(updated_at)
-                    .bind(i64::from(*deleted))
+                    .bind(i64::from(is_deleted))
                     .bind(seq)
                     .bind(sync_status)
                     .bind(changed_at)
                     .execute(&mut *tx)
                     .await?;
-                    record_json(&id, data, version, updated_at, *changed_at, *deleted)
+                    Some(StoredRecord {
+                        entity_type: item.entity_type.clone(),
+                        id: id.clone(),
+                        data,
+                        version,
+                        updated_at,
+                        changed_at: Some(changed_at),
+                        is_deleted,
+                        seq,
+                        data_len,
+                    })
                 }
-                (None, Some(r)) => r.to_json(),
-                (None, None) => Value::Null,
+                None => current,
             };
             if let (Some(cid), Some(mid)) = (client_id, item.mutation_id.as_deref()) {
                 sqlx::query(
