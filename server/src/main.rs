@@ -107,7 +107,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let repo = db::Repo::connect(&args.db, args.db_pool)
         .await
         .map_err(|e| format!("database {}: {e}", redact(&args.db)))?;
-    let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let metrics = Metrics::new(repo.quarantined_counter()).map_err(|e| format!("metrics: {e}"))?;
     let state = Arc::new(AppState {
         repo: repo.clone(),
         registry,

@@ -5,6 +5,7 @@ use serde_json::Value;
 use sqlx::Row;
 use tidesync_protocol::{MutationStatus, Strategy, Winner};
 
+use super::quarantine::{quarantine_in, CorruptRecord, Decoded};
 use super::{Repo, StoredRecord, COLUMNS};
 use crate::sync::{decide, Existing, PushItem, Write};
 
@@ -57,6 +58,7 @@ impl Repo {
             now.max(crate::sync::now_ms())
         };
         let mut seq = start_seq;
+        let mut corrupt: Vec<CorruptRecord> = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         for (index, mut item) in items {
             // Exactly once: a mutation id already seen is a duplicate.
@@ -73,7 +75,15 @@ impl Repo {
                 if let Some(row) = seen {
                     let et: String = row.try_get("entity_type")?;
                     let rid: String = row.try_get("record_id")?;
-                    let record = fetch_one_record(&mut tx, tenant, &et, &rid).await?;
+                    let record = match fetch_one_record(&mut tx, tenant, &et, &rid).await? {
+                        Some(Decoded::Record(r)) => Some(r),
+                        Some(Decoded::Corrupt(c)) => {
+                            quarantine_in(&mut tx, tenant, &c).await?;
+                            corrupt.push(c);
+                            None
+                        }
+                        None => None,
+                    };
                     out.push((
                         index,
                         ItemOutcome {
@@ -92,7 +102,32 @@ impl Repo {
                 .id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let mut current = fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await?;
+            // An unreadable stored row is quarantined, and the write goes on
+            // from its version with no data (never from a made-up `{}`
+            // served as the record).
+            let mut unreadable = false;
+            let mut current =
+                match fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await? {
+                    Some(Decoded::Record(r)) => Some(r),
+                    Some(Decoded::Corrupt(c)) => {
+                        quarantine_in(&mut tx, tenant, &c).await?;
+                        unreadable = true;
+                        let placeholder = StoredRecord {
+                            entity_type: c.entity_type.clone(),
+                            id: c.id.clone(),
+                            data: serde_json::Map::new(),
+                            version: c.version,
+                            updated_at: c.updated_at,
+                            changed_at: c.changed_at,
+                            is_deleted: c.is_deleted,
+                            seq: c.seq,
+                            data_len: 2,
+                        };
+                        corrupt.push(c);
+                        Some(placeholder)
+                    }
+                    None => None,
+                };
             // The stored data moves into the decision and back: no copy of a
             // large record while the lock is held.
             let existing = current.as_mut().map(|r| Existing {
@@ -134,13 +169,13 @@ impl Repo {
                     let data_len = data_text.len();
                     sqlx::query(
                         "INSERT INTO records \
-                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at, quarantined) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0) \
                          ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET \
                          data = excluded.data, version = excluded.version, \
                          updated_at = excluded.updated_at, is_deleted = excluded.is_deleted, \
                          seq = excluded.seq, sync_status = excluded.sync_status, \
-                         changed_at = excluded.changed_at",
+                         changed_at = excluded.changed_at, quarantined = 0",
                     )
                     .bind(tenant)
                     .bind(&item.entity_type)
@@ -166,6 +201,7 @@ impl Repo {
                         data_len,
                     })
                 }
+                None if unreadable => None,
                 None => current,
             };
             if let (Some(cid), Some(mid)) = (client_id, item.mutation_id.as_deref()) {
@@ -203,6 +239,9 @@ impl Repo {
                 .await?;
         }
         tx.commit().await?;
+        for c in &corrupt {
+            self.report(tenant, c);
+        }
         Ok((out, (seq != start_seq).then_some(seq)))
     }
 }
@@ -212,7 +251,7 @@ async fn fetch_one_record(
     tenant: &str,
     entity_type: &str,
     id: &str,
-) -> Result<Option<StoredRecord>, sqlx::Error> {
+) -> Result<Option<Decoded>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND entity_type = $2 AND id = $3"
     ))
@@ -221,5 +260,5 @@ async fn fetch_one_record(
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    row.as_ref().map(StoredRecord::from_row).transpose()
+    row.as_ref().map(Decoded::from_row).transpose()
 }

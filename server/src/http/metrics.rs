@@ -23,8 +23,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// `quarantined` is the repository's counter of quarantined rows.
+    pub fn new(quarantined: IntCounter) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        registry.register(Box::new(quarantined))?;
         let pushes = IntCounter::new("tidesync_pushes_total", "Push requests answered 200")?;
         let mutations = IntCounterVec::new(
             Opts::new("tidesync_mutations_total", "Pushed mutations by outcome"),
