@@ -22,6 +22,9 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// Every other claim, checked for control characters too.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct Keys {
@@ -34,6 +37,7 @@ impl Keys {
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Keys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -50,6 +54,7 @@ impl Keys {
             tenant: tenant.to_owned(),
             exp: now.saturating_add(ttl_secs),
             iat: Some(now),
+            other: serde_json::Map::new(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| e.to_string())
@@ -62,10 +67,40 @@ impl Keys {
         if c.tenant.is_empty() || c.sub.is_empty() {
             return Err("empty tenant or sub claim".into());
         }
-        if c.tenant.len() > 255 || c.tenant.chars().any(char::is_control) {
-            return Err("tenant claim: 1 to 255 bytes, no control characters".into());
+        if c.tenant.len() > 255 {
+            return Err("tenant claim: 1 to 255 bytes".into());
+        }
+        // Claims end up in logs (`sub`, `tenant`) and SQL parameters: a
+        // newline or an escape sequence in any of them could forge log lines.
+        let strings = [("tenant", &c.tenant), ("sub", &c.sub)];
+        for (name, value) in strings {
+            if value.chars().any(char::is_control) {
+                return Err(format!("{name} claim: control characters are not allowed"));
+            }
+        }
+        for (name, value) in &c.other {
+            if has_control(value) {
+                return Err(format!(
+                    "{} claim: control characters are not allowed",
+                    crate::error::clip(name)
+                ));
+            }
         }
         Ok(c)
+    }
+}
+
+/// Whether a claim (or a key or string nested in it) holds a control
+/// character.
+fn has_control(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.chars().any(char::is_control),
+        Value::Array(items) => items.iter().any(has_control),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.chars().any(char::is_control) || has_control(v)),
+        _ => false,
     }
 }
 
@@ -169,6 +204,38 @@ mod tests {
         let c = k.verify(&t).unwrap();
         assert_eq!((c.tenant.as_str(), c.sub.as_str()), ("acme", "u1"));
         assert!(Keys::new("s2").verify(&t).is_err());
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"s1"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn not_yet_valid_and_control_characters_are_refused() {
+        let k = Keys::new("s1");
+        let now = unix_now();
+        let ok = serde_json::json!({"sub": "u", "tenant": "t", "exp": now + 60});
+        assert!(k.verify(&sign(ok.clone())).is_ok());
+        let mut early = ok.clone();
+        early["nbf"] = (now + 3600).into();
+        let e = k.verify(&sign(early)).unwrap_err();
+        assert!(e.to_lowercase().contains("immature"), "{e}");
+        for (claim, value) in [
+            ("sub", serde_json::json!("ada\n2026-01-01 INFO forged")),
+            ("tenant", serde_json::json!("t\u{1b}[31m")),
+            ("name", serde_json::json!("x\ry")),
+            ("roles", serde_json::json!(["ok", "bad\u{7}"])),
+        ] {
+            let mut c = ok.clone();
+            c[claim] = value;
+            let e = k.verify(&sign(c)).unwrap_err();
+            assert!(e.contains(claim) && e.contains("control"), "{claim}: {e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -75,15 +76,21 @@ pub struct ServeArgs {
     /// Directory served at /pkg/ (the npm package build). Missing is not an error.
     #[arg(long, env = "TIDESYNC_PKG", default_value = "pkg")]
     pub pkg: PathBuf,
-    /// Allowed CORS origins, comma-separated; `*` allows any origin.
-    #[arg(long, env = "TIDESYNC_CORS_ORIGIN", default_value = "*")]
-    pub cors_origin: String,
+    /// Allowed CORS origins, comma-separated; `*` allows any origin (never
+    /// with credentials). Unset: any origin with a secret set; in dev mode
+    /// only the server's own origin (and `*` is refused).
+    #[arg(long, env = "TIDESYNC_CORS_ORIGIN")]
+    pub cors_origin: Option<String>,
     /// Largest request body in bytes (larger → 413).
     #[arg(long, env = "TIDESYNC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Most mutations (or seed-003 records) in one push (more → 413).
     #[arg(long, env = "TIDESYNC_MAX_MUTATIONS", default_value_t = 1000)]
     pub max_mutations: usize,
+    /// Most top-level fields in one record's data (and entries in its
+    /// `changedFields`); a mutation with more is rejected.
+    #[arg(long, env = "TIDESYNC_MAX_FIELDS", default_value_t = 1000)]
+    pub max_fields: usize,
     /// Pull page size when the request gives no limit.
     #[arg(long, env = "TIDESYNC_DEFAULT_PAGE_SIZE", default_value_t = 1000)]
     pub default_page_size: u32,
@@ -103,11 +110,41 @@ pub struct ServeArgs {
     /// Largest database pool per process.
     #[arg(long, env = "TIDESYNC_DB_POOL", default_value_t = 10)]
     pub db_pool: u32,
+    /// Longest wait for a request's headers, from when the connection is
+    /// ready for a request (`250ms`, `10s`, `2m`).
+    #[arg(long, env = "TIDESYNC_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::serve::parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest time to receive a request body once its headers are in
+    /// (then 408).
+    #[arg(long, env = "TIDESYNC_BODY_TIMEOUT", default_value = "60s", value_parser = crate::serve::parse_duration)]
+    pub body_timeout: Duration,
+    /// A connection where no byte moves for this long, with no request
+    /// being handled, is closed.
+    #[arg(long, env = "TIDESYNC_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::serve::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Most open connections; more wait in the listen backlog.
+    #[arg(long, env = "TIDESYNC_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most open connections from one peer address; more are closed at
+    /// once. 0 turns it off (do that behind a proxy).
+    #[arg(long, env = "TIDESYNC_MAX_CONNECTIONS_PER_PEER", default_value_t = 0)]
+    pub max_connections_per_peer: usize,
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090) instead
+    /// of the main one.
+    #[arg(long, env = "TIDESYNC_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// Require `Authorization: Bearer <this>` on `/metrics`.
+    #[arg(long, env = "TIDESYNC_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Content-Security-Policy of the static pages (`/`, `/pkg/`).
+    #[arg(long, env = "TIDESYNC_CSP", default_value = crate::http::DEFAULT_CSP)]
+    pub csp: String,
     /// Log format on stderr: `text` or `json` (one JSON object per line).
     /// Verbosity comes from RUST_LOG (default `info`).
     #[arg(long, env = "TIDESYNC_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// Enable test-only routes (POST /__test/drop-next-push-response). Never in production.
+    /// Enable test-only routes (POST /__test/drop-next-push-response, for
+    /// the caller's tenant). Never in production.
     #[arg(long)]
     pub test_hooks: bool,
 }

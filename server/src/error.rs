@@ -13,15 +13,20 @@ pub enum ApiError {
     #[error("{0}")]
     Validation(String),
     /// An entity type that the registry does not know.
-    #[error("Entity type {0} not registered")]
+    #[error("Entity type {} not registered", clip(.0))]
     UnknownEntityType(String),
     #[error("{0}")]
     Unauthorized(String),
     /// The tenant may not touch this entity type.
-    #[error("Entity type {0} is not allowed for this tenant")]
+    #[error("Entity type {} is not allowed for this tenant", clip(.0))]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body did not arrive within `--body-timeout`.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// Over the body or mutation limit; the answer's `details` names both
     /// limits (`maxBodyBytes`, `maxMutations`) so a client can split.
     #[error("{message}")]
@@ -34,6 +39,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A bug or a failed task; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -43,10 +51,12 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -58,10 +68,12 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not-found",
+            ApiError::MethodNotAllowed(_) => "method-not-allowed",
+            ApiError::BodyTimeout(_) => "timeout",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::Database(e) if is_unavailable(e) => "unavailable",
-            ApiError::Database(_) => "internal",
+            ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }
     }
 }
@@ -93,7 +105,11 @@ impl IntoResponse for ApiError {
                     "internal error".to_owned()
                 }
             }
-            other => other.to_string(),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                "internal error".to_owned()
+            }
+            other => clip_message(other.to_string()),
         };
         let details = match &self {
             ApiError::PayloadTooLarge {
@@ -119,10 +135,61 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: do not read it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: do not read it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(1u64));
         }
         resp
+    }
+}
+
+/// Longest piece of client input echoed in an error message.
+pub const ECHO_LIMIT: usize = 64;
+/// Longest error message sent.
+pub const MESSAGE_LIMIT: usize = 1024;
+
+/// `text` as echoed in an error: at most [`ECHO_LIMIT`] characters, then
+/// `…` and the full length, so a 900 KB entity type is not sent back whole.
+pub fn clip(text: &str) -> String {
+    match text.char_indices().nth(ECHO_LIMIT) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// An error message cut to [`MESSAGE_LIMIT`] characters (parser messages
+/// quote the offending value).
+pub fn clip_message(message: String) -> String {
+    match message.char_indices().nth(MESSAGE_LIMIT) {
+        None => message,
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("end_user"), "end_user");
+        let long = "é".repeat(100);
+        let c = clip(&long);
+        assert!(c.starts_with(&"é".repeat(ECHO_LIMIT)), "{c}");
+        assert!(c.ends_with("… (200 bytes)"), "{c}");
+        assert_eq!(
+            clip_message("x".repeat(5000)).chars().count(),
+            MESSAGE_LIMIT + 1
+        );
     }
 }

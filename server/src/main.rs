@@ -7,6 +7,8 @@ mod config;
 mod db;
 mod error;
 mod http;
+mod serve;
+mod startup;
 mod sync;
 
 use std::io::IsTerminal;
@@ -18,8 +20,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::{Keys, RateLimit};
-use crate::config::{Cli, Command, Registry, ServeArgs, DEV_SECRET};
+use crate::config::{Cli, Command, Registry, ServeArgs};
 use crate::http::{AppState, HttpOptions, Limits, Metrics, TestHooks};
+use crate::serve::ConnectionLimits;
+use crate::startup::Secret;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,11 +39,17 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Some(Command::Token(args)) => {
-            let secret = args.jwt_secret.clone().unwrap_or_else(|| {
+            let secret = match Secret::from_setting(args.jwt_secret.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if secret.is_dev() {
                 eprintln!("note: TIDESYNC_JWT_SECRET is not set; signing with the dev secret");
-                DEV_SECRET.to_owned()
-            });
-            match Keys::new(&secret).mint(&args.tenant, &args.sub, args.ttl) {
+            }
+            match Keys::new(secret.bytes()).mint(&args.tenant, &args.sub, args.ttl) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS
@@ -72,43 +82,66 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let explicit_config = args.config.as_os_str() != "tidesync.toml";
     let registry = Registry::load(&args.config, explicit_config)?;
-    let (keys, dev_mode) = match &args.jwt_secret {
-        Some(s) if !s.is_empty() => (Keys::new(s), false),
-        _ => (Keys::new(DEV_SECRET), true),
+    let secret = Secret::from_setting(args.jwt_secret.as_deref())?;
+    let dev_mode = secret.is_dev();
+    if dev_mode {
+        startup::check_dev_bind(&args.bind).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&args.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let addr = serve::bound(&listener)?;
+    let metrics_listener = match &args.metrics_bind {
+        Some(bind) => {
+            if dev_mode {
+                startup::check_dev_bind(bind).await?;
+            }
+            let l = tokio::net::TcpListener::bind(bind)
+                .await
+                .map_err(|e| format!("cannot listen on {bind} (--metrics-bind): {e}"))?;
+            Some(l)
+        }
+        None => None,
     };
+    let cors = startup::cors_origins(args.cors_origin.as_deref(), dev_mode, addr)?;
     let repo = db::Repo::connect(&args.db, args.db_pool)
         .await
         .map_err(|e| format!("database {}: {e}", redact(&args.db)))?;
-    let metrics = Metrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let metrics = Metrics::new(repo.quarantined_counter()).map_err(|e| format!("metrics: {e}"))?;
     let state = Arc::new(AppState {
         repo: repo.clone(),
         registry,
-        keys,
+        keys: Keys::new(secret.bytes()),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_mutations: args.max_mutations,
             default_page_size: args.default_page_size.max(1),
             max_page_size: args.max_page_size.max(1),
             max_page_bytes: args.max_page_bytes.max(1),
+            body_timeout: args.body_timeout,
+            max_fields: args.max_fields.max(1),
         },
         rate_limit: RateLimit::new(args.rate_limit, args.rate_burst),
         metrics,
         test_hooks: args.test_hooks.then(TestHooks::default),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
     });
     let router = http::router(
         state.clone(),
         &HttpOptions {
             www: args.www.clone(),
             pkg: args.pkg.clone(),
-            cors_origin: args.cors_origin.clone(),
+            cors,
+            csp: args.csp.clone(),
+            metrics_on_main: metrics_listener.is_none(),
         },
     )?;
-    let listener = tokio::net::TcpListener::bind(&args.bind)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let limits = ConnectionLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        max_connections_per_peer: args.max_connections_per_peer,
+    };
 
     let shutdown = shutdown_signal()?;
     let types: Vec<String> = state
@@ -124,7 +157,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     );
     if dev_mode {
         println!("DEV MODE: TIDESYNC_JWT_SECRET is not set, so tokens are signed with a built-in");
-        println!("          dev secret. Anyone can mint tokens. Do not expose this server.");
+        println!("          dev secret. Anyone can mint tokens. Loopback only; browsers may call");
+        println!("          it only from its own origin (and --cors-origin ones).");
         match state.keys.mint("dev", "dev", 30 * 86_400) {
             Ok(t) => println!("dev token (tenant dev, sub dev, 30 days): {t}"),
             Err(e) => eprintln!("could not mint the dev token: {e}"),
@@ -135,10 +169,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "TEST HOOKS ON: POST /__test/drop-next-push-response is enabled. Never in production."
         );
     }
+    if let Some(l) = &metrics_listener {
+        println!("metrics on http://{}/metrics", serve::bound(l)?);
+    }
     println!("tidesync-server listening on http://{addr}");
 
-    if let Some(limit) = &state.rate_limit {
-        let _ = limit; // swept below
+    if state.rate_limit.is_some() {
         let st = state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -151,10 +187,28 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         });
     }
 
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let main = serve::serve(listener, router, limits.clone(), stopped(stop_rx.clone()));
+    match metrics_listener {
+        Some(l) => {
+            let side = serve::serve(
+                l,
+                http::metrics_router(state.clone()),
+                limits,
+                stopped(stop_rx),
+            );
+            tokio::join!(main, side);
+        }
+        None => main.await,
+    }
     tracing::info!("shutting down: in-flight requests finished");
     repo.close().await;
     Ok(())

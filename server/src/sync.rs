@@ -4,10 +4,14 @@
 //! for the wire. Pure functions; the repository applies the decisions.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 use tidesync_protocol::{
     Mutation, MutationStatus, Op, Strategy, Winner, RESERVED_FIELDS, SYNC_STATUS_SYNCED,
 };
+
+use crate::error::clip;
 
 /// Longest id, mutation id or client id accepted.
 pub const MAX_ID_LEN: usize = 255;
@@ -24,11 +28,13 @@ pub struct PushItem {
     pub base_version: Option<i64>,
     /// Application fields, reserved ones removed.
     pub data: Map<String, Value>,
+    /// `data` as JSON text, serialized before the write transaction.
+    pub data_text: String,
     /// Client's time of the change, ms since the epoch (last-write-wins).
     pub client_ts_ms: Option<i64>,
     /// Fields the client changed since its base version; `merge` takes only
     /// these from the client. `None`: every field sent.
-    pub changed_fields: Option<Vec<String>>,
+    pub changed_fields: Option<HashSet<String>>,
 }
 
 /// A mutation that could not be read; it is answered `rejected`.
@@ -61,6 +67,9 @@ pub struct Write {
     /// cannot win every later last-write-wins conflict. A merge of two
     /// edits is as recent as the later of them.
     pub changed_at: i64,
+    /// `data` is the mutation's own (so its text is `PushItem::data_text`,
+    /// serialized before the transaction).
+    pub data_is_client: bool,
 }
 
 /// What to do with one mutation.
@@ -93,6 +102,7 @@ pub fn decide(
         },
         is_deleted: item.op == Op::Delete,
         changed_at: edit_time,
+        data_is_client: item.op == Op::Upsert,
     };
     let applied = |state| Decision {
         write: Some(state),
@@ -132,11 +142,13 @@ pub fn decide(
                     data: merge_fields(&e.data, item),
                     is_deleted: false,
                     changed_at,
+                    data_is_client: false,
                 },
                 Op::Delete => Write {
                     data: e.data.clone(),
                     is_deleted: true,
                     changed_at,
+                    data_is_client: false,
                 },
             };
             conflict(Some(write), Winner::Merged)
@@ -178,7 +190,25 @@ pub fn record_json(
     changed_at_ms: i64,
     is_deleted: bool,
 ) -> Value {
-    let mut out = data.clone();
+    record_json_owned(
+        id,
+        data.clone(),
+        version,
+        updated_at_ms,
+        changed_at_ms,
+        is_deleted,
+    )
+}
+
+/// [`record_json`] taking the data by value.
+pub fn record_json_owned(
+    id: &str,
+    mut out: Map<String, Value>,
+    version: i64,
+    updated_at_ms: i64,
+    changed_at_ms: i64,
+    is_deleted: bool,
+) -> Value {
     out.insert("id".into(), Value::from(id));
     out.insert("version".into(), Value::from(version));
     out.insert("updatedAt".into(), Value::from(iso_ms(updated_at_ms)));
@@ -224,8 +254,13 @@ fn strip_reserved(mut data: Map<String, Value>) -> Map<String, Value> {
     data
 }
 
-/// Reads `mutations[index]` of a Tidesync push.
-pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection> {
+/// Reads `mutations[index]` of a Tidesync push; a record of more than
+/// `max_fields` fields (or `changedFields`) is rejected.
+pub fn parse_mutation(
+    index: usize,
+    value: Value,
+    max_fields: usize,
+) -> Result<PushItem, Rejection> {
     let prefix = format!("mutations[{index}]");
     let str_field = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut rejection = Rejection {
@@ -269,7 +304,10 @@ pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection>
             None => {
                 return reject(
                     rejection,
-                    format!("{prefix}.clientTimestamp: not an ISO-8601 time: {s:?}"),
+                    format!(
+                        "{prefix}.clientTimestamp: not an ISO-8601 time: {:?}",
+                        clip(s)
+                    ),
                 )
             }
         },
@@ -284,15 +322,34 @@ pub fn parse_mutation(index: usize, value: Value) -> Result<PushItem, Rejection>
     if m.op == Op::Delete && m.id.is_none() {
         return reject(rejection, format!("{prefix}.id: a delete needs an id"));
     }
+    if data.len() > max_fields {
+        return reject(
+            rejection,
+            format!("{prefix}.data: {} fields; at most {max_fields}", data.len()),
+        );
+    }
+    let changed_fields = match m.changed_fields {
+        Some(f) if f.len() > max_fields => {
+            return reject(
+                rejection,
+                format!(
+                    "{prefix}.changedFields: {} entries; at most {max_fields}",
+                    f.len()
+                ),
+            );
+        }
+        f => f.map(|f| f.into_iter().collect()),
+    };
     Ok(PushItem {
         mutation_id: Some(m.mutation_id),
         entity_type: m.entity_type,
         id: m.id,
         op: m.op,
         base_version: m.base_version,
+        data_text: Value::Object(data.clone()).to_string(),
         data,
         client_ts_ms,
-        changed_fields: m.changed_fields,
+        changed_fields,
     })
 }
 
@@ -317,6 +374,7 @@ pub fn parse_seed_record(
     entity_type: &str,
     index: usize,
     value: Value,
+    max_fields: usize,
 ) -> Result<PushItem, Rejection> {
     let prefix = format!("changes.{entity_type}[{index}]");
     let mut rejection = Rejection {
@@ -369,7 +427,12 @@ pub fn parse_seed_record(
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match parse_time_ms(s) {
             Some(t) => Some(t),
-            None => return fail(format!("{prefix}.updatedAt: not an ISO-8601 time: {s:?}")),
+            None => {
+                return fail(format!(
+                    "{prefix}.updatedAt: not an ISO-8601 time: {:?}",
+                    clip(s)
+                ))
+            }
         },
         Some(_) => return fail(format!("{prefix}.updatedAt: expected a string")),
     };
@@ -377,9 +440,16 @@ pub fn parse_seed_record(
         obj.remove(k);
     }
     mark_synced(&mut obj);
+    if obj.len() > max_fields {
+        return fail(format!(
+            "{prefix}: {} fields; at most {max_fields}",
+            obj.len()
+        ));
+    }
     Ok(PushItem {
         mutation_id: None,
         entity_type: entity_type.to_owned(),
+        data_text: Value::Object(obj.clone()).to_string(),
         id,
         op: if deleted_camel || deleted_snake {
             Op::Delete
@@ -406,6 +476,7 @@ mod tests {
             op,
             base_version: base,
             data: data.as_object().cloned().unwrap_or_default(),
+            data_text: data.to_string(),
             client_ts_ms: ts,
             changed_fields: None,
         }
@@ -470,7 +541,7 @@ mod tests {
             json!({"name": "c", "age": 1, "extra": true}),
             None,
         );
-        it.changed_fields = Some(vec!["name".into(), "gone".into()]);
+        it.changed_fields = Some(["name".to_owned(), "gone".to_owned()].into());
         let mut e = existing();
         e.data.insert("gone".into(), json!("x"));
         let data = decide(Strategy::Merge, Some(&e), &it, 5)
@@ -547,6 +618,7 @@ mod tests {
         let r = parse_mutation(
             2,
             json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","data":[1]}),
+            100,
         )
         .unwrap_err();
         assert_eq!(r.mutation_id.as_deref(), Some("m"));
@@ -558,6 +630,7 @@ mod tests {
         let r = parse_mutation(
             0,
             json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","baseVersion":"x","data":{}}),
+            100,
         )
         .unwrap_err();
         assert!(r.message.contains("baseVersion"), "{}", r.message);
@@ -569,13 +642,39 @@ mod tests {
             "end_user",
             0,
             json!({"id": null, "name": "x", "version": 1}),
+            100,
         )
         .unwrap();
         assert_eq!(it.id, None);
         assert_eq!(it.base_version, Some(1));
         assert!(!it.data.contains_key("version"));
-        let del = parse_seed_record("end_user", 0, json!({"id": "a", "is_deleted": 1})).unwrap();
+        let del =
+            parse_seed_record("end_user", 0, json!({"id": "a", "is_deleted": 1}), 100).unwrap();
         assert_eq!(del.op, Op::Delete);
+    }
+
+    #[test]
+    fn records_with_too_many_fields_are_rejected() {
+        let fields: Map<String, Value> = (0..11).map(|i| (format!("f{i}"), json!(i))).collect();
+        let m = json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","data":fields});
+        let r = parse_mutation(0, m, 10).unwrap_err();
+        assert!(
+            r.message
+                .contains("mutations[0].data: 11 fields; at most 10"),
+            "{}",
+            r.message
+        );
+        let listed: Vec<String> = (0..11).map(|i| format!("f{i}")).collect();
+        let m = json!({"mutationId":"m","entityType":"t","op":"upsert","id":"a","data":{},
+                       "changedFields": listed});
+        let r = parse_mutation(0, m, 10).unwrap_err();
+        assert!(r.message.contains("changedFields"), "{}", r.message);
+        let r = parse_seed_record("t", 0, Value::Object(fields), 10).unwrap_err();
+        assert!(
+            r.message.contains("changes.t[0]: 11 fields"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]

@@ -12,15 +12,16 @@
 //! queries.
 
 mod push;
+mod quarantine;
 mod read;
 
 pub use read::{Page, PageBounds};
 
 use serde_json::{Map, Value};
-use sqlx::any::{install_default_drivers, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
 
-use crate::sync::record_json;
+use crate::sync::{record_json, record_json_owned};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -91,6 +92,19 @@ impl StoredRecord {
         )
     }
 
+    /// The record as clients see it, without copying its data.
+    pub fn into_json(self) -> Value {
+        let changed_at = self.changed_at.unwrap_or(self.updated_at);
+        record_json_owned(
+            &self.id,
+            self.data,
+            self.version,
+            self.updated_at,
+            changed_at,
+            self.is_deleted,
+        )
+    }
+
     /// An upper bound of the length of [`Self::to_json`] serialized: the
     /// stored data text (written by `serde_json`, so the same length when
     /// serialized again), the id (twice: every byte escaped at worst; ids
@@ -99,34 +113,17 @@ impl StoredRecord {
         const RESERVED: usize = 160;
         self.data_len + 2 * self.id.len() + RESERVED
     }
-
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        let data_text: String = row.try_get("data")?;
-        let data = match serde_json::from_str::<Value>(&data_text) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
-        Ok(StoredRecord {
-            entity_type: row.try_get("entity_type")?,
-            id: row.try_get("id")?,
-            data,
-            version: row.try_get("version")?,
-            updated_at: row.try_get("updated_at")?,
-            changed_at: row.try_get::<Option<i64>, _>("changed_at")?,
-            is_deleted: row.try_get::<i64, _>("is_deleted")? != 0,
-            seq: row.try_get("seq")?,
-            data_len: data_text.len(),
-        })
-    }
 }
 
 pub(crate) const COLUMNS: &str =
-    "entity_type, id, data, version, updated_at, changed_at, is_deleted, seq";
+    "entity_type, id, data, version, updated_at, changed_at, is_deleted, seq, quarantined";
 
 #[derive(Debug, Clone)]
 pub struct Repo {
     pool: AnyPool,
     backend: Backend,
+    /// Rows found unreadable and quarantined (exported by `/metrics`).
+    quarantined: prometheus::IntCounter,
 }
 
 impl Repo {
@@ -159,9 +156,23 @@ impl Repo {
             })
             .connect(&url)
             .await?;
-        let repo = Repo { pool, backend };
+        let quarantined = prometheus::IntCounter::new(
+            "tidesync_quarantined_records_total",
+            "Stored records found unreadable and quarantined",
+        )
+        .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let repo = Repo {
+            pool,
+            backend,
+            quarantined,
+        };
         repo.migrate().await?;
         Ok(repo)
+    }
+
+    /// The counter of quarantined rows, for the metrics registry.
+    pub fn quarantined_counter(&self) -> prometheus::IntCounter {
+        self.quarantined.clone()
     }
 
     pub fn backend(&self) -> Backend {

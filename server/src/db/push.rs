@@ -5,8 +5,9 @@ use serde_json::Value;
 use sqlx::Row;
 use tidesync_protocol::{MutationStatus, Strategy, Winner};
 
+use super::quarantine::{quarantine_in, CorruptRecord, Decoded};
 use super::{Repo, StoredRecord, COLUMNS};
-use crate::sync::{decide, record_json, Existing, PushItem, Write};
+use crate::sync::{decide, Existing, PushItem, Write};
 
 /// Outcome of one valid push item.
 #[derive(Debug, Clone)]
@@ -16,7 +17,8 @@ pub struct ItemOutcome {
     pub status: MutationStatus,
     pub resolution: Option<Strategy>,
     pub winner: Option<Winner>,
-    pub record: Value,
+    /// The record as stored afterwards (shaped for the wire after commit).
+    pub record: Option<StoredRecord>,
 }
 
 impl Repo {
@@ -56,8 +58,9 @@ impl Repo {
             now.max(crate::sync::now_ms())
         };
         let mut seq = start_seq;
+        let mut corrupt: Vec<CorruptRecord> = Vec::new();
         let mut out = Vec::with_capacity(items.len());
-        for (index, item) in items {
+        for (index, mut item) in items {
             // Exactly once: a mutation id already seen is a duplicate.
             if let (Some(cid), Some(mid)) = (client_id, item.mutation_id.as_deref()) {
                 let seen = sqlx::query(
@@ -72,11 +75,15 @@ impl Repo {
                 if let Some(row) = seen {
                     let et: String = row.try_get("entity_type")?;
                     let rid: String = row.try_get("record_id")?;
-                    let current = fetch_one_record(&mut tx, tenant, &et, &rid).await?;
-                    let record = current
-                        .as_ref()
-                        .map(StoredRecord::to_json)
-                        .unwrap_or(Value::Null);
+                    let record = match fetch_one_record(&mut tx, tenant, &et, &rid).await? {
+                        Some(Decoded::Record(r)) => Some(r),
+                        Some(Decoded::Corrupt(c)) => {
+                            quarantine_in(&mut tx, tenant, &c).await?;
+                            corrupt.push(c);
+                            None
+                        }
+                        None => None,
+                    };
                     out.push((
                         index,
                         ItemOutcome {
@@ -95,26 +102,63 @@ impl Repo {
                 .id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            let current = fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await?;
-            let existing = current.as_ref().map(|r| Existing {
-                data: r.data.clone(),
+            // An unreadable stored row is quarantined, and the write goes on
+            // from its version with no data (never from a made-up `{}`
+            // served as the record).
+            let mut unreadable = false;
+            let mut current =
+                match fetch_one_record(&mut tx, tenant, &item.entity_type, &id).await? {
+                    Some(Decoded::Record(r)) => Some(r),
+                    Some(Decoded::Corrupt(c)) => {
+                        quarantine_in(&mut tx, tenant, &c).await?;
+                        unreadable = true;
+                        let placeholder = StoredRecord {
+                            entity_type: c.entity_type.clone(),
+                            id: c.id.clone(),
+                            data: serde_json::Map::new(),
+                            version: c.version,
+                            updated_at: c.updated_at,
+                            changed_at: c.changed_at,
+                            is_deleted: c.is_deleted,
+                            seq: c.seq,
+                            data_len: 2,
+                        };
+                        corrupt.push(c);
+                        Some(placeholder)
+                    }
+                    None => None,
+                };
+            // The stored data moves into the decision and back: no copy of a
+            // large record while the lock is held.
+            let existing = current.as_mut().map(|r| Existing {
+                data: std::mem::take(&mut r.data),
                 version: r.version,
                 updated_at: r.updated_at,
                 changed_at: r.changed_at.unwrap_or(r.updated_at),
                 is_deleted: r.is_deleted,
             });
             let decision = decide(strategy(&item.entity_type), existing.as_ref(), &item, now);
-            let record = match (&decision.write, &current) {
-                (Some(write), _) => {
-                    let Write {
-                        data,
-                        is_deleted: deleted,
-                        changed_at,
-                    } = write;
+            if let (Some(r), Some(e)) = (current.as_mut(), existing) {
+                r.data = e.data;
+            }
+            let record = match decision.write {
+                Some(Write {
+                    data,
+                    is_deleted,
+                    changed_at,
+                    data_is_client,
+                }) => {
                     seq += 1;
                     let version = current.as_ref().map_or(1, |r| r.version + 1);
                     let updated_at = current.as_ref().map_or(now, |r| r.updated_at.max(now));
-                    let data_text = Value::Object(data.clone()).to_string();
+                    // The client's own data was serialized before the
+                    // transaction; only a merge or a delete's kept fields
+                    // are serialized here.
+                    let data_text = if data_is_client {
+                        std::mem::take(&mut item.data_text)
+                    } else {
+                        Value::Object(data.clone()).to_string()
+                    };
                     let sync_status = data
                         .get("sync_status")
                         .and_then(Value::as_str)
@@ -122,15 +166,16 @@ impl Repo {
                         // never "pending" anyway.
                         .filter(|s| !s.contains('\0'))
                         .map(str::to_owned);
+                    let data_len = data_text.len();
                     sqlx::query(
                         "INSERT INTO records \
-                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         (tenant_id, entity_type, id, data, version, updated_at, is_deleted, seq, sync_status, changed_at, quarantined) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0) \
                          ON CONFLICT (tenant_id, entity_type, id) DO UPDATE SET \
                          data = excluded.data, version = excluded.version, \
                          updated_at = excluded.updated_at, is_deleted = excluded.is_deleted, \
                          seq = excluded.seq, sync_status = excluded.sync_status, \
-                         changed_at = excluded.changed_at",
+                         changed_at = excluded.changed_at, quarantined = 0",
                     )
                     .bind(tenant)
                     .bind(&item.entity_type)
@@ -138,16 +183,26 @@ impl Repo {
                     .bind(data_text)
                     .bind(version)
                     .bind(updated_at)
-                    .bind(i64::from(*deleted))
+                    .bind(i64::from(is_deleted))
                     .bind(seq)
                     .bind(sync_status)
                     .bind(changed_at)
                     .execute(&mut *tx)
                     .await?;
-                    record_json(&id, data, version, updated_at, *changed_at, *deleted)
+                    Some(StoredRecord {
+                        entity_type: item.entity_type.clone(),
+                        id: id.clone(),
+                        data,
+                        version,
+                        updated_at,
+                        changed_at: Some(changed_at),
+                        is_deleted,
+                        seq,
+                        data_len,
+                    })
                 }
-                (None, Some(r)) => r.to_json(),
-                (None, None) => Value::Null,
+                None if unreadable => None,
+                None => current,
             };
             if let (Some(cid), Some(mid)) = (client_id, item.mutation_id.as_deref()) {
                 sqlx::query(
@@ -184,6 +239,9 @@ impl Repo {
                 .await?;
         }
         tx.commit().await?;
+        for c in &corrupt {
+            self.report(tenant, c);
+        }
         Ok((out, (seq != start_seq).then_some(seq)))
     }
 }
@@ -193,7 +251,7 @@ async fn fetch_one_record(
     tenant: &str,
     entity_type: &str,
     id: &str,
-) -> Result<Option<StoredRecord>, sqlx::Error> {
+) -> Result<Option<Decoded>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND entity_type = $2 AND id = $3"
     ))
@@ -202,5 +260,5 @@ async fn fetch_one_record(
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    row.as_ref().map(StoredRecord::from_row).transpose()
+    row.as_ref().map(Decoded::from_row).transpose()
 }

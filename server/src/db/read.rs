@@ -4,6 +4,7 @@ use futures_util::{Stream, TryStreamExt};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::quarantine::{CorruptRecord, Decoded};
 use super::{After, Repo, StoredRecord, COLUMNS};
 
 /// How large a page may be.
@@ -24,28 +25,48 @@ pub struct Page {
     pub has_more: bool,
 }
 
-/// Reads rows while they fit `bounds`, without reading further: returns
-/// the page and the first row left out (if any). Rows are streamed, so a
-/// page of large records never holds more than the page in memory.
+/// Rows read for one answer.
+struct Collected {
+    rows: Vec<StoredRecord>,
+    /// The first row left out, if the bounds cut the page.
+    next: Option<StoredRecord>,
+    /// Unreadable rows met on the way (not in `rows`, not counted).
+    corrupt: Vec<CorruptRecord>,
+}
+
+/// Reads rows while they fit `bounds`, without reading further. Rows are
+/// streamed, so a page of large records never holds more than the page in
+/// memory.
 async fn collect_page(
     stream: impl Stream<Item = Result<AnyRow, sqlx::Error>>,
     bounds: PageBounds,
-) -> Result<(Vec<StoredRecord>, Option<StoredRecord>), sqlx::Error> {
+) -> Result<Collected, sqlx::Error> {
     let mut stream = std::pin::pin!(stream);
-    let mut rows = Vec::new();
+    let mut out = Collected {
+        rows: Vec::new(),
+        next: None,
+        corrupt: Vec::new(),
+    };
     let mut bytes = 0usize;
     while let Some(row) = stream.try_next().await? {
-        let record = StoredRecord::from_row(&row)?;
+        let record = match Decoded::from_row(&row)? {
+            Decoded::Record(r) => r,
+            Decoded::Corrupt(c) => {
+                out.corrupt.push(c);
+                continue;
+            }
+        };
         let size = record.wire_size();
-        let full = rows.len() >= bounds.count as usize
-            || (!rows.is_empty() && bytes.saturating_add(size) > bounds.bytes);
+        let full = out.rows.len() >= bounds.count as usize
+            || (!out.rows.is_empty() && bytes.saturating_add(size) > bounds.bytes);
         if full {
-            return Ok((rows, Some(record)));
+            out.next = Some(record);
+            return Ok(out);
         }
         bytes = bytes.saturating_add(size);
-        rows.push(record);
+        out.rows.push(record);
     }
-    Ok((rows, None))
+    Ok(out)
 }
 
 impl Repo {
@@ -74,7 +95,7 @@ impl Repo {
         };
         let sql = format!(
             "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND {} AND {column} > $3 \
-             ORDER BY {} LIMIT $4",
+             AND quarantined = 0 ORDER BY {} LIMIT $4",
             self.type_filter(2),
             match after {
                 After::Time(_) => "updated_at, seq",
@@ -87,7 +108,11 @@ impl Repo {
             .bind(value)
             .bind(i64::from(bounds.count) + 1)
             .fetch(&self.pool);
-        let (mut rows, next) = collect_page(stream, bounds).await?;
+        let Collected {
+            mut rows,
+            next,
+            mut corrupt,
+        } = collect_page(stream, bounds).await?;
         if let (true, Some(next), Some(last)) = (complete_millisecond, &next, rows.last()) {
             let (last_at, last_seq) = (last.updated_at, last.seq);
             if next.updated_at == last_at {
@@ -97,11 +122,13 @@ impl Repo {
                         let rest = self
                             .same_time_after(tenant, types, last_at, last_seq)
                             .await?;
-                        rows.extend(rest);
+                        rows.extend(rest.rows);
+                        corrupt.extend(rest.corrupt);
                     }
                 }
             }
         }
+        self.quarantine(tenant, &corrupt).await?;
         Ok(Page {
             rows,
             has_more: next.is_some(),
@@ -116,21 +143,24 @@ impl Repo {
         types: &[String],
         updated_at: i64,
         after_seq: i64,
-    ) -> Result<Vec<StoredRecord>, sqlx::Error> {
+    ) -> Result<Collected, sqlx::Error> {
         let types_json = serde_json::to_string(types).unwrap_or_else(|_| "[]".into());
         let sql = format!(
             "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND {} \
-             AND updated_at = $3 AND seq > $4 ORDER BY seq",
+             AND updated_at = $3 AND seq > $4 AND quarantined = 0 ORDER BY seq",
             self.type_filter(2)
         );
-        let rows = sqlx::query(&sql)
+        let stream = sqlx::query(&sql)
             .bind(tenant)
             .bind(types_json)
             .bind(updated_at)
             .bind(after_seq)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(StoredRecord::from_row).collect()
+            .fetch(&self.pool);
+        let unbounded = PageBounds {
+            count: u32::MAX,
+            bytes: usize::MAX,
+        };
+        collect_page(stream, unbounded).await
     }
 
     /// Live records whose `sync_status` is `pending` (seed 003), in
@@ -144,7 +174,7 @@ impl Repo {
         let types_json = serde_json::to_string(types).unwrap_or_else(|_| "[]".into());
         let sql = format!(
             "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND {} \
-             AND is_deleted = 0 AND sync_status = $3 ORDER BY seq LIMIT $4",
+             AND is_deleted = 0 AND sync_status = $3 AND quarantined = 0 ORDER BY seq LIMIT $4",
             self.type_filter(2)
         );
         let stream = sqlx::query(&sql)
@@ -153,7 +183,12 @@ impl Repo {
             .bind(tidesync_protocol::SYNC_STATUS_PENDING)
             .bind(i64::from(bounds.count) + 1)
             .fetch(&self.pool);
-        let (rows, next) = collect_page(stream, bounds).await?;
+        let Collected {
+            rows,
+            next,
+            corrupt,
+        } = collect_page(stream, bounds).await?;
+        self.quarantine(tenant, &corrupt).await?;
         Ok(Page {
             rows,
             has_more: next.is_some(),
@@ -168,7 +203,7 @@ impl Repo {
     ) -> Result<Vec<(String, i64)>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, version FROM records \
-             WHERE tenant_id = $1 AND entity_type = $2 AND is_deleted = 0",
+             WHERE tenant_id = $1 AND entity_type = $2 AND is_deleted = 0 AND quarantined = 0",
         )
         .bind(tenant)
         .bind(entity_type)
@@ -191,7 +226,7 @@ impl Repo {
         let ids_json = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
         let sql = format!(
             "SELECT {COLUMNS} FROM records WHERE tenant_id = $1 AND entity_type = $2 AND {} \
-             ORDER BY seq",
+             AND quarantined = 0 ORDER BY seq",
             self.id_filter(3)
         );
         let stream = sqlx::query(&sql)
@@ -203,7 +238,12 @@ impl Repo {
             count: u32::try_from(ids.len()).unwrap_or(u32::MAX),
             bytes: max_bytes,
         };
-        let (rows, next) = collect_page(stream, bounds).await?;
+        let Collected {
+            rows,
+            next,
+            corrupt,
+        } = collect_page(stream, bounds).await?;
+        self.quarantine(tenant, &corrupt).await?;
         Ok(Page {
             rows,
             has_more: next.is_some(),

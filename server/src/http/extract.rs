@@ -16,21 +16,38 @@ use crate::http::AppState;
 
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
+/// Bodies up to this size are parsed on the async worker; larger ones on
+/// the blocking pool, so that parsing a megabyte does not stall other
+/// requests.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limits = &state.limits;
-        let bytes = read_body(req, limits.max_body_bytes, || ApiError::PayloadTooLarge {
+        let deadline = tokio::time::Instant::now() + limits.body_timeout;
+        let timeout = ApiError::BodyTimeout(limits.body_timeout.as_secs());
+        let read = read_body(req, limits.max_body_bytes, || ApiError::PayloadTooLarge {
             message: format!(
                 "request body is larger than {} bytes; split the push",
                 limits.max_body_bytes
             ),
             max_body_bytes: limits.max_body_bytes,
             max_mutations: limits.max_mutations,
-        })
-        .await?;
-        parse_json(&bytes).map(JsonBody)
+        });
+        // A deadline for the whole body: a per-read timeout would let a
+        // client trickling a byte a second hold the request for ever.
+        let bytes = tokio::time::timeout_at(deadline, read)
+            .await
+            .map_err(|_| timeout)??;
+        if bytes.len() <= PARSE_INLINE_BYTES {
+            return parse_json(&bytes).map(JsonBody);
+        }
+        tokio::task::spawn_blocking(move || parse_json(&bytes))
+            .await
+            .map_err(|e| ApiError::Internal(format!("parsing the body failed: {e}")))?
+            .map(JsonBody)
     }
 }
 

@@ -3,21 +3,19 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::auth::authenticate;
+use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::http::AppState;
 
 /// Test-only switches (see `--test-hooks`).
 #[derive(Default)]
 pub struct TestHooks {
-    /// Tenants whose next push commits and then answers 500 without a body;
-    /// `"*"` means any tenant.
+    /// Tenants whose next push commits and then answers 500 without a body.
     drop_next_push: Mutex<HashSet<String>>,
 }
 
@@ -30,24 +28,20 @@ impl TestHooks {
 
     pub(crate) fn take(&self, tenant: &str) -> bool {
         match self.drop_next_push.lock() {
-            Ok(mut set) => set.remove(tenant) || set.remove("*"),
+            Ok(mut set) => set.remove(tenant),
             Err(_) => false,
         }
     }
 }
 
-/// Test hook: the next push (of the caller's tenant, or of any tenant when
-/// no token is sent) commits, then answers 500 with an empty body.
+/// Test hook: the next push of the caller's tenant (a valid token is
+/// required, so one tenant cannot disturb another's pushes) commits, then
+/// answers 500 with an empty body.
 pub(crate) async fn drop_next_push(
     State(st): State<Arc<AppState>>,
-    req: Request,
+    auth: Auth,
 ) -> Result<Response, ApiError> {
-    let (parts, _) = req.into_parts();
-    let scope = if parts.headers.contains_key(header::AUTHORIZATION) {
-        authenticate(&parts, &st.keys)?.tenant
-    } else {
-        "*".to_owned()
-    };
+    let scope = auth.tenant;
     let Some(hooks) = &st.test_hooks else {
         return Err(ApiError::NotFound("test hooks are off".into()));
     };

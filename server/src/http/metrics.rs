@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 use serde_json::json;
 
+use crate::error::ApiError;
 use crate::http::AppState;
 
 /// Prometheus metrics of this process.
@@ -22,8 +23,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// `quarantined` is the repository's counter of quarantined rows.
+    pub fn new(quarantined: IntCounter) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        registry.register(Box::new(quarantined))?;
         let pushes = IntCounter::new("tidesync_pushes_total", "Push requests answered 200")?;
         let mutations = IntCounterVec::new(
             Opts::new("tidesync_mutations_total", "Pushed mutations by outcome"),
@@ -92,7 +95,20 @@ pub(crate) async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+/// `/metrics`; with `--metrics-token`, only for `Authorization: Bearer
+/// <that token>` (else 401, JSON).
+pub(crate) async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &st.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same_secret(sent.as_bytes(), expected.as_bytes()) {
+            return ApiError::Unauthorized("/metrics needs its bearer token".into())
+                .into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -101,4 +117,9 @@ pub(crate) async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.render(),
     )
         .into_response()
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

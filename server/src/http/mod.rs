@@ -16,20 +16,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::auth::{Keys, RateLimit};
 use crate::config::Registry as EntityRegistry;
 use crate::db::Repo;
-use crate::error::ApiError;
+use crate::error::{clip, ApiError};
+use crate::startup::CorsOrigins;
 pub use hooks::TestHooks;
 pub use metrics::Metrics;
 
@@ -43,6 +45,10 @@ pub struct Limits {
     /// Most bytes of record JSON in one pull, pull-pending or fetch answer
     /// (at least one record always goes).
     pub max_page_bytes: usize,
+    /// Longest time to receive a request body (then 408).
+    pub body_timeout: Duration,
+    /// Most top-level fields in a record's data (and in `changedFields`).
+    pub max_fields: usize,
 }
 
 pub struct AppState {
@@ -54,35 +60,75 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `Some` only with `--test-hooks`.
     pub test_hooks: Option<TestHooks>,
+    /// `--metrics-token`: the bearer token `/metrics` requires.
+    pub metrics_token: Option<String>,
 }
 
-/// Static file and CORS settings.
+/// The Content-Security-Policy of static pages unless `--csp` says
+/// otherwise. Scripts and styles from the server's origin only, plus the
+/// inline ones the demo pages use; WebAssembly compilation allowed (the
+/// SDK is wasm); no plugins, no `<base>`, no framing, forms to the own
+/// origin. `connect-src` stays open because the demo and the SDK's pages
+/// may talk to a sync server or endpoint of another origin.
+pub const DEFAULT_CSP: &str = "default-src 'self'; \
+     script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+     connect-src 'self' http: https:; worker-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Static file, CORS and exposure settings.
 pub struct HttpOptions {
     pub www: PathBuf,
     pub pkg: PathBuf,
-    pub cors_origin: String,
+    pub cors: CorsOrigins,
+    pub csp: String,
+    /// Serve `/metrics` on the main router (false: on its own listener).
+    pub metrics_on_main: bool,
 }
 
+/// The main router: the sync API under `/api` (with its own JSON answers
+/// for unknown paths and wrong methods), health, metrics (unless moved to
+/// its own listener), test hooks (when on), and the static files.
 pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String> {
-    let mut api = Router::new()
+    let mut service = Router::new()
         .route("/api/client/sync/push", post(push::push))
         .route("/api/client/sync/pull", post(read::pull))
         .route("/api/client/sync/pull-pending", post(read::pull_pending))
         .route("/api/client/sync/verify", post(read::verify))
         .route("/api/client/sync/fetch", post(read::fetch))
-        .route("/healthz", get(metrics::healthz))
-        .route("/metrics", get(metrics::metrics));
+        .route("/healthz", get(metrics::healthz));
+    if http.metrics_on_main {
+        service = service.route("/metrics", get(metrics::metrics));
+    }
     if state.test_hooks.is_some() {
-        api = api.route(
+        service = service.route(
             "/__test/drop-next-push-response",
             post(hooks::drop_next_push),
         );
     }
-    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), track));
-    Ok(api
+    let service = service
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        // Anything else under /api is an API error, in JSON, not a file.
+        .route("/api", any(api_not_found))
+        .route("/api/", any(api_not_found))
+        .route("/api/{*rest}", any(api_not_found));
+    let csp = HeaderValue::from_str(&http.csp)
+        .map_err(|_| format!("--csp: not a header value: {:?}", http.csp))?;
+    let statics = Router::new()
         .nest_service("/pkg", ServeDir::new(&http.pkg))
         .fallback_service(ServeDir::new(&http.www))
-        .layer(cors_layer(&http.cors_origin)?)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            csp,
+        ));
+    Ok(service
+        .merge(statics)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(cors_layer(&http.cors)?)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -91,19 +137,38 @@ pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String
         .with_state(state))
 }
 
-fn cors_layer(origins: &str) -> Result<CorsLayer, String> {
+/// The router of `--metrics-bind`: `/metrics` and `/healthz` only.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(metrics::healthz))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}
+
+async fn api_not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no API route {}", clip(uri.path())))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", clip(uri.path())))
+}
+
+fn cors_layer(origins: &CorsOrigins) -> Result<CorsLayer, String> {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([header::RETRY_AFTER])
         .max_age(Duration::from_secs(600));
-    if origins.trim() == "*" {
-        return Ok(layer.allow_origin(Any));
-    }
-    let list = origins
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
+    let list = match origins {
+        CorsOrigins::Any => return Ok(layer.allow_origin(Any)),
+        CorsOrigins::List(list) => list,
+    };
+    let list = list
+        .iter()
         .map(|o| HeaderValue::from_str(o).map_err(|_| format!("--cors-origin: bad origin {o:?}")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(layer.allow_origin(AllowOrigin::list(list)))

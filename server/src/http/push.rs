@@ -11,12 +11,26 @@ use serde_json::Value;
 use tidesync_protocol::{ErrorBody, MutationResult, MutationStatus, PushResponse, Strategy};
 
 use crate::auth::Auth;
-use crate::error::ApiError;
+use crate::db::StoredRecord;
+use crate::error::{clip_message, ApiError};
 use crate::http::extract::JsonBody;
 use crate::http::{check_types, AppState};
-use crate::sync::{check_id, iso_ms, now_ms, parse_mutation, parse_seed_record};
+use crate::sync::{
+    check_id, iso_ms, now_ms, parse_mutation, parse_seed_record, PushItem, Rejection,
+};
 
-type Parsed = Result<crate::sync::PushItem, crate::sync::Rejection>;
+type Parsed = Result<PushItem, Rejection>;
+
+/// A push read and checked, ready for the write transaction.
+struct Prepared {
+    /// `None` for seed 003's form.
+    client_id: Option<String>,
+    /// The valid mutations with their index in the request.
+    valid: Vec<(usize, PushItem)>,
+    /// The rejected mutations' results; `None` where valid.
+    results: Vec<Option<MutationResult>>,
+    mutation_ids: Vec<Option<String>>,
+}
 
 pub(crate) async fn push(
     State(st): State<Arc<AppState>>,
@@ -24,110 +38,23 @@ pub(crate) async fn push(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let now = now_ms();
-    let Value::Object(mut obj) = body else {
-        return Err(ApiError::Validation(
-            "request body: expected a JSON object".into(),
-        ));
+    // Reading every mutation and serializing what will be stored is CPU
+    // work proportional to the body: done before the write transaction
+    // (which holds the tenant's lock, SQLite's for everyone) and off the
+    // async workers, so that it delays neither other tenants nor other
+    // requests.
+    let Prepared {
+        client_id,
+        valid,
+        mut results,
+        mut mutation_ids,
+    } = {
+        let st = st.clone();
+        let tenant = auth.tenant.clone();
+        tokio::task::spawn_blocking(move || prepare(&st, &tenant, body))
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading the push failed: {e}")))??
     };
-    let max = st.limits.max_mutations;
-    let too_many = |n: usize| ApiError::PayloadTooLarge {
-        message: format!("{n} mutations in one push; at most {max}"),
-        max_body_bytes: st.limits.max_body_bytes,
-        max_mutations: max,
-    };
-    let (client_id, parsed): (Option<String>, Vec<Parsed>) = if let Some(changes) =
-        obj.remove("changes")
-    {
-        let Value::Object(changes) = changes else {
-            return Err(ApiError::Validation(
-                "changes: expected an object of entity type → array of records".into(),
-            ));
-        };
-        let mut total = 0usize;
-        for (t, records) in &changes {
-            match records {
-                Value::Array(a) => total += a.len(),
-                _ => {
-                    return Err(ApiError::Validation(format!(
-                        "changes.{t}: expected an array of records"
-                    )))
-                }
-            }
-        }
-        if total > max {
-            return Err(too_many(total));
-        }
-        check_types(&st.registry, &auth.tenant, changes.keys())?;
-        let mut parsed = Vec::with_capacity(total);
-        for (t, records) in changes {
-            if let Value::Array(a) = records {
-                for (i, r) in a.into_iter().enumerate() {
-                    parsed.push(parse_seed_record(&t, i, r));
-                }
-            }
-        }
-        (None, parsed)
-    } else if let Some(mutations) = obj.remove("mutations") {
-        let client_id = match obj.get("clientId") {
-            Some(Value::String(s)) => {
-                check_id("clientId", s).map_err(ApiError::Validation)?;
-                s.clone()
-            }
-            Some(_) => return Err(ApiError::Validation("clientId: expected a string".into())),
-            None => return Err(ApiError::Validation("clientId: missing".into())),
-        };
-        let Value::Array(mutations) = mutations else {
-            return Err(ApiError::Validation("mutations: expected an array".into()));
-        };
-        if mutations.len() > max {
-            return Err(too_many(mutations.len()));
-        }
-        // An unregistered type anywhere fails the whole request.
-        let named: Vec<String> = mutations
-            .iter()
-            .filter_map(|m| m.get("entityType").and_then(Value::as_str))
-            .map(str::to_owned)
-            .collect();
-        check_types(&st.registry, &auth.tenant, &named)?;
-        let parsed = mutations
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| parse_mutation(i, m))
-            .collect();
-        (Some(client_id), parsed)
-    } else {
-        return Err(ApiError::Validation(
-            "request body: expected `mutations` (with `clientId`) or seed 003's `changes`".into(),
-        ));
-    };
-
-    let mut results: Vec<Option<MutationResult>> = vec![None; parsed.len()];
-    let mut valid = Vec::new();
-    let mut mutation_ids: Vec<Option<String>> = vec![None; results.len()];
-    for (i, p) in parsed.into_iter().enumerate() {
-        match p {
-            Ok(item) => {
-                mutation_ids[i] = item.mutation_id.clone();
-                valid.push((i, item));
-            }
-            Err(r) => {
-                results[i] = Some(MutationResult {
-                    mutation_id: r.mutation_id,
-                    entity_type: r.entity_type,
-                    id: r.id,
-                    status: MutationStatus::Rejected,
-                    record: None,
-                    resolution: None,
-                    winner: None,
-                    error: Some(ErrorBody {
-                        code: "validation".into(),
-                        message: r.message,
-                        details: None,
-                    }),
-                })
-            }
-        }
-    }
     let tenant = auth.tenant.clone();
     let registry = &st.registry;
     let (outcomes, last_seq) = st
@@ -149,7 +76,7 @@ pub(crate) async fn push(
     let seed_form = client_id.is_none();
     let mut seed_data: Vec<(usize, Value)> = Vec::new();
     for (i, o) in outcomes {
-        let record = Some(o.record).filter(|r| !r.is_null());
+        let record = o.record.map(StoredRecord::into_json);
         let record = match (seed_form, record) {
             (true, Some(r)) => {
                 seed_data.push((i, r));
@@ -202,4 +129,120 @@ pub(crate) async fn push(
         sync_timestamp: iso_ms(now_ms()),
     })
     .into_response())
+}
+
+/// Reads the envelope (either form) and every mutation in it. Errors of the
+/// envelope fail the whole push; a bad mutation is rejected alone.
+fn prepare(st: &AppState, tenant: &str, body: Value) -> Result<Prepared, ApiError> {
+    let Value::Object(mut obj) = body else {
+        return Err(ApiError::Validation(
+            "request body: expected a JSON object".into(),
+        ));
+    };
+    let max = st.limits.max_mutations;
+    let max_fields = st.limits.max_fields;
+    let too_many = |n: usize| ApiError::PayloadTooLarge {
+        message: format!("{n} mutations in one push; at most {max}"),
+        max_body_bytes: st.limits.max_body_bytes,
+        max_mutations: max,
+    };
+    let (client_id, parsed): (Option<String>, Vec<Parsed>) = if let Some(changes) =
+        obj.remove("changes")
+    {
+        let Value::Object(changes) = changes else {
+            return Err(ApiError::Validation(
+                "changes: expected an object of entity type → array of records".into(),
+            ));
+        };
+        let mut total = 0usize;
+        for (t, records) in &changes {
+            match records {
+                Value::Array(a) => total += a.len(),
+                _ => {
+                    return Err(ApiError::Validation(format!(
+                        "changes.{t}: expected an array of records"
+                    )))
+                }
+            }
+        }
+        if total > max {
+            return Err(too_many(total));
+        }
+        check_types(&st.registry, tenant, changes.keys())?;
+        let mut parsed = Vec::with_capacity(total);
+        for (t, records) in changes {
+            if let Value::Array(a) = records {
+                for (i, r) in a.into_iter().enumerate() {
+                    parsed.push(parse_seed_record(&t, i, r, max_fields));
+                }
+            }
+        }
+        (None, parsed)
+    } else if let Some(mutations) = obj.remove("mutations") {
+        let client_id = match obj.get("clientId") {
+            Some(Value::String(s)) => {
+                check_id("clientId", s).map_err(ApiError::Validation)?;
+                s.clone()
+            }
+            Some(_) => return Err(ApiError::Validation("clientId: expected a string".into())),
+            None => return Err(ApiError::Validation("clientId: missing".into())),
+        };
+        let Value::Array(mutations) = mutations else {
+            return Err(ApiError::Validation("mutations: expected an array".into()));
+        };
+        if mutations.len() > max {
+            return Err(too_many(mutations.len()));
+        }
+        // An unregistered type anywhere fails the whole request.
+        let named: Vec<String> = mutations
+            .iter()
+            .filter_map(|m| m.get("entityType").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        check_types(&st.registry, tenant, &named)?;
+        let parsed = mutations
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| parse_mutation(i, m, max_fields))
+            .collect();
+        (Some(client_id), parsed)
+    } else {
+        return Err(ApiError::Validation(
+            "request body: expected `mutations` (with `clientId`) or seed 003's `changes`".into(),
+        ));
+    };
+
+    let mut results: Vec<Option<MutationResult>> = vec![None; parsed.len()];
+    let mut valid = Vec::new();
+    let mut mutation_ids: Vec<Option<String>> = vec![None; results.len()];
+    for (i, p) in parsed.into_iter().enumerate() {
+        match p {
+            Ok(item) => {
+                mutation_ids[i] = item.mutation_id.clone();
+                valid.push((i, item));
+            }
+            Err(r) => {
+                results[i] = Some(MutationResult {
+                    mutation_id: r.mutation_id,
+                    entity_type: r.entity_type,
+                    id: r.id,
+                    status: MutationStatus::Rejected,
+                    record: None,
+                    resolution: None,
+                    winner: None,
+                    error: Some(ErrorBody {
+                        code: "validation".into(),
+                        message: clip_message(r.message),
+                        details: None,
+                    }),
+                })
+            }
+        }
+    }
+    Ok(Prepared {
+        client_id,
+        valid,
+        results,
+        mutation_ids,
+    })
 }

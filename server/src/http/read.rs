@@ -14,7 +14,7 @@ use tidesync_protocol::{
 
 use crate::auth::Auth;
 use crate::db::{After, Page, PageBounds, StoredRecord};
-use crate::error::ApiError;
+use crate::error::{clip, ApiError};
 use crate::http::extract::JsonBody;
 use crate::http::{check_types, requested_types, AppState};
 use crate::sync::{check_id, iso_ms, now_ms, parse_time_ms};
@@ -28,7 +28,12 @@ fn encode_cursor(rec: &StoredRecord) -> String {
 }
 
 fn decode_cursor(c: &str) -> Result<After, ApiError> {
-    let bad = || ApiError::Validation(format!("cursor: not a cursor this server issued: {c:?}"));
+    let bad = || {
+        ApiError::Validation(format!(
+            "cursor: not a cursor this server issued: {:?}",
+            clip(c)
+        ))
+    };
     if let Some(n) = c.strip_prefix("c1.") {
         return n.parse::<i64>().map(After::Seq).map_err(|_| bad());
     }
@@ -47,7 +52,10 @@ pub(crate) async fn pull(
     let after = match (&req.cursor, &req.last_sync_timestamp) {
         (Some(c), _) => decode_cursor(c)?,
         (None, Some(ts)) => After::Time(parse_time_ms(ts).ok_or_else(|| {
-            ApiError::Validation(format!("lastSyncTimestamp: not an ISO-8601 time: {ts:?}"))
+            ApiError::Validation(format!(
+                "lastSyncTimestamp: not an ISO-8601 time: {:?}",
+                clip(ts)
+            ))
         })?),
         (None, None) => After::Seq(0),
     };

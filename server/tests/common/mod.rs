@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "integration-test-secret-of-32-bytes-at-least";
 
 /// Where the server keeps its data.
 #[derive(Debug, Clone)]
@@ -62,6 +62,8 @@ impl Drop for TempDir {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Base URL of `--metrics-bind`'s listener, when given.
+    pub metrics_url: Option<String>,
     pub db: String,
     pub dir: std::sync::Arc<TempDir>,
 }
@@ -72,6 +74,8 @@ pub struct Options {
     pub config: Option<String>,
     /// Reuse another server's database (several processes, one database).
     pub db: Option<(String, std::sync::Arc<TempDir>)>,
+    /// Start without `TIDESYNC_JWT_SECRET` (dev mode).
+    pub dev_mode: bool,
 }
 
 /// Registry used by the conflict tests: one type per strategy.
@@ -89,6 +93,17 @@ strategy = "merge"
 "#;
 
 impl Server {
+    /// A SQLite server with these extra command-line arguments.
+    pub fn with_args(args: &[&str]) -> Server {
+        Server::start_with(
+            &Backend::Sqlite,
+            Options {
+                extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+                ..Options::default()
+            },
+        )
+    }
+
     pub fn start(backend: &Backend) -> Server {
         Server::start_with(backend, Options::default())
     }
@@ -111,7 +126,13 @@ impl Server {
             opts.config.as_deref().unwrap_or(STRATEGY_CONFIG),
         )
         .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidesync-server"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tidesync-server"));
+        if opts.dev_mode {
+            command.env_remove("TIDESYNC_JWT_SECRET");
+        } else {
+            command.env("TIDESYNC_JWT_SECRET", SECRET);
+        }
+        let mut child = command
             .args(["--bind", "127.0.0.1:0", "--db", &db])
             .arg("--config")
             .arg(&config_path)
@@ -120,11 +141,12 @@ impl Server {
             .arg("--pkg")
             .arg(dir.0.join("pkg"))
             .args(&opts.extra_args)
-            .env("TIDESYNC_JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             // Tests hammer one token; the rate-limit test turns it back on.
             .env("TIDESYNC_RATE_LIMIT", "0")
             .env_remove("DATABASE_URL")
+            .env_remove("TIDESYNC_CORS_ORIGIN")
+            .env_remove("TIDESYNC_BIND")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -132,13 +154,17 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("metrics on ") {
+                    metrics = Some(url.trim().trim_end_matches("/metrics").to_owned());
+                }
                 if let Some(url) = line.strip_prefix("tidesync-server listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
+                    let _ = tx.send((url.trim().to_owned(), metrics.take()));
                 }
             }
         });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (base, metrics_url) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(b) => b,
             Err(_) => {
                 let _ = child.kill();
@@ -148,6 +174,7 @@ impl Server {
         Server {
             child,
             base,
+            metrics_url,
             db,
             dir,
         }

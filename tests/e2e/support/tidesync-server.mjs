@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const BINARY = process.env.TIDESYNC_SERVER_BIN ?? "target/debug/tidesync-server";
-const SECRET = "e2e-test-secret";
+const SECRET = "e2e-test-secret-at-least-32-bytes-long";
 
 export async function startTidesyncServer({
   strategy = "last-write-wins", entityTypes = ["notes", "end_user", "interactions"], args = [], db = null,
