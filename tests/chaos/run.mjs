@@ -1,0 +1,458 @@
+// `npm run chaos`: the reliability run of issue 11. Three devices (browser
+// contexts) with two tabs and a service worker each, one tenant, the fault
+// proxy between them and the reference server; every actor runs its seeded
+// script of register/put/delete/sync/flush/pull while devices go offline,
+// tabs reload, close or crash mid-flush and workers are stopped. Then faults
+// stop, every client syncs to quiescence, and the oracle (oracle.mjs) judges.
+//
+//   npm run chaos                         full run: 20,000 operations
+//   npm run chaos -- --quick              about 1,000 operations (what npm test runs)
+//   npm run chaos -- --seed 123 --ops 3000
+//   npm run chaos -- --server-kills       SIGKILL the server during pushes, restart it on its database
+//   npm run chaos -- --servers 2 --postgres postgres://…   two servers over one PostgreSQL
+//
+// Prints the seed first and one summary line last; exits 1 on any violation.
+// A JSON report with every violation goes to target/chaos/report-<seed>.json.
+import { chromium } from "playwright-core";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { startFaultProxy, FAULT_KINDS } from "./proxy.mjs";
+import { startPageServer, referenceServers, serverSnapshot } from "./servers.mjs";
+import { writeScripts, nextDeviceEvent, deviceEvents, ENTITY_TYPES } from "./script.mjs";
+import { judge } from "./oracle.mjs";
+import { randomSeed, stream } from "./rng.mjs";
+
+const CHROMIUM_ARGS = [
+  "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--no-first-run", "--disable-quic",
+];
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection naming `label` after `ms`: nothing in a run may hang it. */
+function withTimeout(promise, ms, label) {
+  let timer;
+  const timeout = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${label}: no answer in ${ms} ms`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export function parseArgs(argv) {
+  const options = {
+    seed: null, ops: 20000, devices: 3, tabs: 2, requestTimeout: 1500, serverKills: false,
+    servers: 1, postgres: null, faults: true, quiesceSeconds: 120, verbose: false, report: true,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${arg} needs a value`);
+      return v;
+    };
+    switch (arg) {
+      case "--seed": options.seed = Number(value()) >>> 0; break;
+      case "--ops": options.ops = Number(value()); break;
+      case "--quick": options.ops = 1000; break;
+      case "--devices": options.devices = Number(value()); break;
+      case "--tabs": options.tabs = Number(value()); break;
+      case "--timeout": options.requestTimeout = Number(value()); break;
+      case "--server-kills": options.serverKills = true; break;
+      case "--servers": options.servers = Number(value()); break;
+      case "--postgres": options.postgres = value(); break;
+      case "--no-faults": options.faults = false; break;
+      case "--quiesce-seconds": options.quiesceSeconds = Number(value()); break;
+      case "--verbose": options.verbose = true; break;
+      case "--no-report": options.report = false; break;
+      default: throw new Error(`unknown argument ${arg} (see the top of tests/chaos/run.mjs)`);
+    }
+  }
+  if (!Number.isInteger(options.ops) || options.ops < 1) throw new Error("--ops must be a positive integer");
+  if (options.servers > 1 && !options.postgres) throw new Error("--servers 2 needs --postgres <url>: one database for both");
+  return options;
+}
+
+/** What the runner knows of every operation it handed to an actor. */
+function makeLedger() {
+  const ops = new Map();
+  return {
+    ops,
+    sent(op, actor, device, at) { ops.set(op.id, { op, actor, device, sentAt: at, endAt: null, result: null }); },
+    ended(opId, at) { const o = ops.get(opId); if (o && !o.endAt) o.endAt = at; },
+    result(entry) { const o = ops.get(entry?.opId); if (o && !o.result) o.result = entry; },
+  };
+}
+
+/**
+ * One device: a browser context with `tabs` tabs on the device page (which
+ * registers the service worker), plus a blank control page whose CDP
+ * session drives the worker.
+ */
+class Device {
+  constructor(name, run) {
+    this.name = name;
+    this.run = run;
+    this.tabs = [];
+    this.swStops = 0;
+    this.swStopped = null; // resolves when the worker is stopped
+    this.resetSwStop();
+  }
+
+  resetSwStop() {
+    this.swStopped = new Promise((resolve) => { this.signalSwStop = resolve; });
+  }
+
+  config(tab) {
+    const { run } = this;
+    return {
+      name: `chaos-${this.name}`, serverUrl: run.proxy.url(this.name), token: run.token,
+      entityTypes: ENTITY_TYPES, requestTimeout: run.options.requestTimeout,
+      actor: `${this.name}/t${tab}`, swActor: `${this.name}/sw`, serviceWorker: true,
+    };
+  }
+
+  async start(browser) {
+    this.context = await browser.newContext();
+    await this.context.exposeBinding("__chaosReport", (_source, entry) => this.run.ledger.result(entry));
+    this.control = await this.context.newPage();
+    this.cdp = await this.context.newCDPSession(this.control);
+    this.registrations = new Map();
+    this.cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
+      for (const r of registrations) this.registrations.set(r.scopeURL, r);
+    });
+    await this.cdp.send("ServiceWorker.enable");
+    for (let t = 1; t <= this.run.options.tabs; t++) {
+      this.tabs[t] = { page: null, ready: null };
+      await this.openTab(t);
+    }
+    // The worker must be active before anything is sent to it.
+    await this.tabs[1].page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
+  }
+
+  /** (Re)opens tab `t`; `tabs[t].ready` resolves with the page once its client is open. */
+  openTab(t, existing = null) {
+    const slot = this.tabs[t];
+    slot.ready = (async () => {
+      for (let attempt = 1; ; attempt++) {
+        const page = existing ?? await this.context.newPage();
+        if (!existing) page.on("pageerror", (e) => this.run.log(`[${this.name}/t${t}] page error: ${e.message}`));
+        existing = null;
+        slot.page = page;
+        try {
+          if (page.url() === "about:blank") {
+            await page.goto(`${this.run.pages.url}/chaos/device.html?config=${encodeURIComponent(JSON.stringify(this.config(t)))}`);
+          } else {
+            await page.reload();
+          }
+          await page.waitForFunction(() => window.chaosReady !== undefined, undefined, { timeout: 30000, polling: 50 });
+          const error = await page.evaluate(() => window.chaosError ?? null);
+          if (!error) return page;
+          this.run.note("open-failed", `${this.name}/t${t}: ${error.code} ${error.message}`);
+        } catch (error) {
+          this.run.note("open-failed", `${this.name}/t${t}: ${error.message.split("\n")[0]}`);
+        }
+        if (attempt >= 5) throw new Error(`${this.name}/t${t} could not open its client 5 times`);
+        await page.close().catch(() => {});
+        await sleep(500);
+      }
+    })();
+    return slot.ready;
+  }
+
+  /** A tab ready to run operations (waits while it is being reloaded or reopened). */
+  async tab(t) {
+    return this.tabs[t].ready;
+  }
+
+  /** Any ready tab (the worker is reached through one). */
+  async anyTab(preferred = 1) {
+    return this.tab(preferred);
+  }
+
+  registrationId() {
+    return this.registrations.get(`${this.run.pages.url}/chaos/`)?.registrationId;
+  }
+}
+
+/** Runs one actor's chunks; a reload, close or crash abandons the chunk in progress. */
+async function runActor(run, device, script) {
+  const tab = script.worker ? 1 : Number(script.actor.split("/t")[1]);
+  for (const chunk of script.chunks) {
+    let page;
+    try {
+      page = await device.tab(tab);
+    } catch (error) {
+      run.note("actor-gave-up", `${script.actor}: ${error.message}`);
+      return;
+    }
+    const sentAt = Date.now();
+    for (const op of chunk.ops) run.ledger.sent(op, script.actor, device.name, sentAt);
+    const work = script.worker
+      ? page.evaluate((ops) => window.chaos.swRun(ops), chunk.ops)
+      : page.evaluate((ops) => window.chaos.run(ops), chunk.ops);
+    const stopped = script.worker ? device.swStopped.then(() => "worker stopped") : new Promise(() => {});
+    const timeout = sleep(120000).then(() => "timed out");
+    const outcome = await Promise.race([work.then(() => null, (e) => e.message.split("\n")[0]), stopped, timeout]);
+    if (outcome) run.counts.interruptedChunks++;
+    if (outcome === "timed out") run.note("chunk-timeout", `${script.actor}: a chunk ran for 120 s`);
+    const endAt = Date.now();
+    for (const op of chunk.ops) run.ledger.ended(op.id, endAt);
+    await sleep(chunk.pauseMs);
+  }
+}
+
+/** The device's seeded disturbances, until every actor is done. */
+async function runDeviceEvents(run, device) {
+  const rng = deviceEvents(run.seed, device.name);
+  const origin = run.pages.url;
+  while (!run.opsDone) {
+    const event = nextDeviceEvent(rng, run.options.tabs);
+    const until = Date.now() + event.waitMs;
+    while (!run.opsDone && Date.now() < until) await sleep(100);
+    if (run.opsDone) return;
+    run.counts.events[event.kind] = (run.counts.events[event.kind] ?? 0) + 1;
+    const slot = device.tabs[event.tab];
+    run.log(`[event] ${device.name} ${event.kind} t${event.tab}`);
+    try {
+      await withTimeout(deviceEvent(run, device, event, slot, origin), 90000, `${device.name} ${event.kind}`);
+    } catch (error) {
+      run.note("event-failed", `${device.name} ${event.kind}: ${error.message.split("\n")[0]}`);
+    }
+  }
+}
+
+/** One disturbance of a device (see nextDeviceEvent). */
+async function deviceEvent(run, device, event, slot, origin) {
+  switch (event.kind) {
+    case "offline":
+      try {
+        await device.context.setOffline(true);
+        await sleep(event.offlineMs);
+      } finally {
+        await device.context.setOffline(false);
+      }
+      break;
+    case "reload":
+    case "close":
+    case "crash": {
+      const page = await slot.ready;
+      // Start a flush, then kill the tab while it runs.
+      await page.evaluate(() => { window.chaos.client.flush().catch(() => {}); }).catch(() => {});
+      await sleep(event.midFlushMs);
+      run.kills.push({ device: device.name, actor: `${device.name}/t${event.tab}`, kind: event.kind, at: Date.now() });
+      if (event.kind === "reload") {
+        await device.openTab(event.tab, page);
+      } else {
+        if (event.kind === "crash") {
+          // Page.crash never answers (its target is gone): wait for the crash instead.
+          const crashed = page.waitForEvent("crash", { timeout: 10000 }).catch(() => {});
+          const cdp = await device.context.newCDPSession(page);
+          cdp.send("Page.crash").catch(() => {});
+          await crashed;
+        }
+        const closing = page.close().catch(() => {});
+        slot.ready = closing.then(() => sleep(event.reopenMs)).then(() => device.openTab(event.tab));
+        await slot.ready;
+      }
+      break;
+    }
+    case "sw-sync": {
+      const registrationId = device.registrationId();
+      if (registrationId) {
+        await device.cdp.send("ServiceWorker.dispatchSyncEvent", { origin, registrationId, tag: "tidesync", lastChance: false });
+      }
+      break;
+    }
+    case "sw-stop":
+      run.kills.push({ device: device.name, actor: `${device.name}/sw`, kind: event.kind, at: Date.now() });
+      await device.cdp.send("ServiceWorker.stopAllWorkers");
+      device.signalSwStop();
+      device.resetSwStop();
+      break;
+  }
+}
+
+/** SIGKILLs the server during pushes (seeded), restarting it on the same database. */
+function armServerKills(run) {
+  const rng = stream(run.seed, "server-kills");
+  let busy = false;
+  let lastKill = Date.now();
+  run.proxy.state.onPushForwarded = ({ device }) => {
+    if (busy || run.opsDone || Date.now() - lastKill < 4000 || !rng.chance(0.08)) return;
+    busy = true;
+    lastKill = Date.now();
+    (async () => {
+      const index = run.upstreamOf.get(device);
+      const victim = run.serverProcs[index];
+      await sleep(rng.int(0, 5)); // while the push is in the server's hands
+      await victim.kill();
+      run.counts.serverKills++;
+      run.kills.push({ device: "*", actor: `server${index}`, kind: "server-kill", at: Date.now() });
+      await sleep(rng.int(100, 1500));
+      const restarted = await run.servers.start(`server ${index} (restart ${run.counts.serverKills})`);
+      run.serverProcs[index] = restarted;
+      for (const [d, i] of run.upstreamOf) if (i === index) run.proxy.setUpstream(d, restarted.url);
+    })().catch((error) => run.note("server-restart-failed", error.message)).finally(() => { busy = false; });
+  };
+}
+
+/** Every device's database, statuses and records, read after quiescence. */
+async function collect(run) {
+  const out = [];
+  for (const device of run.devices) {
+    const first = await device.tab(1);
+    const dump = await withTimeout(first.evaluate(() => window.chaos.dump()), 30000, `${device.name} dump`);
+    const statuses = [];
+    for (let t = 1; t <= run.options.tabs; t++) {
+      const page = await device.tab(t);
+      // A tab's status is its own view of the queue, refreshed by its flushes:
+      // flush once so it has seen what the other tabs and the worker did.
+      await withTimeout(page.evaluate(() => window.chaos.tryFlush()), 30000, `${device.name}/t${t} flush()`)
+        .catch((e) => run.note("collect", e.message));
+      statuses.push({ actor: `${device.name}/t${t}`, status: await withTimeout(page.evaluate(() => window.chaos.status()), 10000, "status") });
+    }
+    const sw = await withTimeout(first.evaluate(() => window.chaos.swStatus()), 30000, `${device.name}/sw status`).catch((e) => ({ error: e.message }));
+    statuses.push({ actor: `${device.name}/sw`, status: sw?.error ? null : sw });
+    out.push({ name: device.name, dump, statuses });
+  }
+  return out;
+}
+
+/** Syncs every tab and worker until nothing is queued, every record is synced and the server stands still. */
+async function quiesce(run) {
+  const deadline = Date.now() + run.options.quiesceSeconds * 1000;
+  let previous = null;
+  let rounds = 0;
+  while (Date.now() < deadline) {
+    rounds++;
+    await Promise.all(run.devices.map(async (device) => {
+      for (let t = 1; t <= run.options.tabs; t++) {
+        const page = await withTimeout(device.tab(t), 60000, `${device.name}/t${t} ready`);
+        const outcome = await withTimeout(page.evaluate(() => window.chaos.trySync()), 30000, `${device.name}/t${t} sync()`)
+          .catch((e) => ({ ok: false, message: e.message }));
+        if (!outcome.ok) run.note("quiesce-sync-failed", `${device.name}/t${t}: ${outcome.code ?? ""} ${outcome.message}`);
+      }
+      const page = await device.tab(1);
+      await withTimeout(page.evaluate(() => window.chaos.swRun([{ id: "quiesce", kind: "sync", await: true }])), 30000, `${device.name}/sw sync()`)
+        .catch((e) => run.note("quiesce-sync-failed", `${device.name}/sw: ${e.message}`));
+    }));
+    const snapshot = JSON.stringify(await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES));
+    let idle = true;
+    for (const device of run.devices) {
+      const dump = await withTimeout((await device.tab(1)).evaluate(() => window.chaos.dump()), 30000, `${device.name} dump`);
+      if ((dump.tasks ?? []).length || (dump.records ?? []).some((r) => r.syncStatus !== "synced")) idle = false;
+    }
+    if (idle && snapshot === previous) return { rounds, quiet: true };
+    previous = snapshot;
+    await sleep(400);
+  }
+  return { rounds, quiet: false };
+}
+
+export async function runChaos(options) {
+  const seed = options.seed ?? randomSeed();
+  const started = Date.now();
+  const run = {
+    options, seed, ledger: makeLedger(), kills: [], opsDone: false, notes: [],
+    counts: { interruptedChunks: 0, events: {}, serverKills: 0 },
+    log: (line) => { if (options.verbose) console.log(line); },
+    note(kind, detail) { this.notes.push({ kind, detail, at: Date.now() - started }); this.log(`[${kind}] ${detail}`); },
+  };
+  const devices = Array.from({ length: options.devices }, (_, i) => `d${i + 1}`);
+  console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.faults ? "" : " no-faults"}`);
+  console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers} --postgres <url>` : ""}`);
+
+  run.servers = referenceServers({ entityTypes: ENTITY_TYPES, databaseUrl: options.postgres });
+  let browser;
+  try {
+    run.serverProcs = [];
+    for (let i = 0; i < options.servers; i++) run.serverProcs.push(await run.servers.start(`server ${i}`));
+    run.token = run.servers.token("chaos");
+    run.pages = await startPageServer();
+    // Devices are spread over the servers round-robin.
+    run.upstreamOf = new Map(devices.map((d, i) => [d, i % options.servers]));
+    run.proxy = await startFaultProxy({
+      seed, devices, requestTimeout: options.requestTimeout,
+      upstream: Object.fromEntries(devices.map((d) => [d, run.serverProcs[run.upstreamOf.get(d)].url])),
+    });
+    run.proxy.setFaults(false); // no faults while the devices start
+    if (options.serverKills) armServerKills(run);
+
+    browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: CHROMIUM_ARGS, headless: true });
+    browser.on("disconnected", () => { if (!run.closing) console.log("chaos: the browser disconnected (crashed?)"); });
+    run.devices = devices.map((name) => new Device(name, run));
+    for (const device of run.devices) await device.start(browser);
+    run.proxy.setFaults(options.faults);
+    const chaosStarted = Date.now();
+
+    const scripts = writeScripts({ seed, devices, tabsPerDevice: options.tabs, totalOps: options.ops });
+    const byName = new Map(run.devices.map((d) => [d.name, d]));
+    const eventLoops = run.devices.map((d) => runDeviceEvents(run, d));
+    const progress = setInterval(() => {
+      const done = [...run.ledger.ops.values()].filter((o) => o.result).length;
+      console.log(`chaos: ${((Date.now() - chaosStarted) / 1000).toFixed(0)} s: ${run.ledger.ops.size}/${options.ops} operations handed out, ${done} answered, faults ${Object.values(run.proxy.faults).reduce((a, b) => a + b, 0)}`);
+    }, options.verbose ? 5000 : 30000);
+    await Promise.all(scripts.map((s) => runActor(run, byName.get(s.device), s)));
+    run.opsDone = true;
+    clearInterval(progress);
+    run.log("[phase] operations done; waiting for device events to end");
+    await Promise.all(eventLoops);
+    run.log("[phase] quiescence");
+    const chaosSeconds = (Date.now() - chaosStarted) / 1000;
+
+    run.proxy.setFaults(false);
+    for (const d of run.devices) await d.context.setOffline(false);
+    const quiescence = await quiesce(run);
+    run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
+    const collected = await collect(run);
+    const server = await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES);
+    const { figures, violations } = judge({ ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills });
+    if (!quiescence.quiet) violations.push({ kind: "no-quiescence", rounds: quiescence.rounds });
+    const duration = (Date.now() - started) / 1000;
+
+    const faults = Object.entries(run.proxy.faults).filter(([, n]) => n > 0).map(([k, n]) => `${k}:${n}`).join(",");
+    const duplicates = Object.entries(figures.duplicates).map(([k, n]) => `${k}:${n}`).join(",");
+    const events = Object.entries(run.counts.events).map(([k, n]) => `${k}:${n}`).join(",");
+    const byKind = {};
+    for (const v of violations) byKind[v.kind] = (byKind[v.kind] ?? 0) + 1;
+    const opErrors = {};
+    for (const o of run.ledger.ops.values()) {
+      if (o.result && !o.result.ok) {
+        const key = `${o.op.kind}:${o.result.code ?? o.result.name}`;
+        opErrors[key] = (opErrors[key] ?? 0) + 1;
+      }
+    }
+    if (violations.length) {
+      console.log(`chaos: ${violations.length} violation(s): ${JSON.stringify(byKind)}`);
+      for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
+    }
+    if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s`);
+    const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
+    console.log(summary);
+    if (options.report) {
+      mkdirSync("target/chaos", { recursive: true });
+      const file = `target/chaos/report-${seed}.json`;
+      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, opErrors, duration }, null, 1));
+      console.log(`chaos: report in ${file}`);
+    }
+    return { ok: violations.length === 0, seed, figures, violations, duration, faults: run.proxy.faults, summary };
+  } finally {
+    run.closing = true;
+    await browser?.close().catch(() => {});
+    await run.proxy?.close().catch(() => {});
+    await run.pages?.close().catch(() => {});
+    await run.servers.close().catch(() => {});
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  let options;
+  try {
+    options = parseArgs(process.argv.slice(2));
+  } catch (error) {
+    console.error(`chaos: ${error.message}`);
+    process.exit(2);
+  }
+  const result = await runChaos(options);
+  process.exit(result.ok ? 0 : 1);
+}
+
+export { FAULT_KINDS };
