@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { serveFile } from "../../scripts/static.mjs";
 
 const BINARY = process.env.TIDESYNC_SERVER_BIN ?? "target/debug/tidesync-server";
-const SECRET = "chaos-test-secret";
+const SECRET = "chaos-test-secret-at-least-32-bytes-long";
 
 /** Serves /pkg/ (the built package) and /chaos/ (the device pages) on 127.0.0.1. */
 export async function startPageServer() {
