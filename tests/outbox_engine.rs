@@ -1241,7 +1241,11 @@ fn an_http_answer_is_evidence_of_being_online_again() {
     assert!(b.outbox.is_online());
     assert_eq!(b.events_named("online").len(), 1);
     assert_eq!(b.store.task_count(), 0);
-    assert_eq!(b.transport.max_in_flight.get(), 4, "full concurrency again");
+    assert_eq!(
+        b.transport.max_in_flight.get(),
+        OutboxOptions::default().concurrency,
+        "full concurrency again"
+    );
 }
 
 #[test]
@@ -1277,7 +1281,7 @@ fn the_online_event_is_believed_only_after_a_probe_gets_an_answer() {
     assert_eq!(b.sent_count(), 8, "then every waiting task goes");
     assert_eq!(
         b.transport.max_in_flight.get(),
-        4,
+        OutboxOptions::default().concurrency,
         "at full concurrency after the probe"
     );
 }
@@ -1871,4 +1875,30 @@ fn a_refusal_the_token_never_reached_is_a_dead_letter_not_a_pause() {
         None,
         "the app's own work went through"
     );
+}
+
+#[test]
+fn answers_that_arrive_together_leave_the_store_in_one_transaction() {
+    let b = bench_with(
+        OutboxOptions {
+            concurrency: 4,
+            ..OutboxOptions::default()
+        },
+        None,
+    );
+    for i in 0..8 {
+        b.register(post(&format!("t{i}")));
+    }
+
+    b.flush();
+
+    let metrics = b.outbox.metrics();
+    assert_eq!(metrics.completed, 8);
+    assert_eq!(b.store.task_count(), 0);
+    assert!(
+        metrics.ack_transactions < 8,
+        "group-committed: {} transactions for 8 answers",
+        metrics.ack_transactions
+    );
+    assert_eq!(b.events_named("sync:complete").len(), 8);
 }

@@ -131,7 +131,7 @@ export interface TaskStatus {
 }
 
 export interface SyncMetrics {
-  registered: number; registerTransactions: number; completed: number; failed: number; retried: number;
+  registered: number; registerTransactions: number; completed: number; ackTransactions: number; failed: number; retried: number;
   flushes: number; requestsSent: number; networkErrors: number;
   lastFlushDurationMs: number; averageRequestMs: number; totalRequestMs: number;
 }

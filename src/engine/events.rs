@@ -136,6 +136,8 @@ pub struct Metrics {
     pub registered: u64,
     pub register_transactions: u64,
     pub completed: u64,
+    /// Store transactions that removed answered tasks (group commits).
+    pub ack_transactions: u64,
     pub failed: u64,
     pub retried: u64,
     pub flushes: u64,

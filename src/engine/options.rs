@@ -68,7 +68,7 @@ impl Default for OutboxOptions {
         Self {
             retry: RetryOptions::default(),
             circuit_breaker: BreakerOptions::default(),
-            concurrency: 4,
+            concurrency: 6,
             request_timeout: 30_000,
             server_url: None,
             close_timeout: 10_000.0,

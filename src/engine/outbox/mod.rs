@@ -60,6 +60,7 @@ pub struct FlushReport {
 }
 
 type Registration = (Task, oneshot::Sender<Result<Task, StoreError>>);
+type Acknowledgement = (Vec<(String, u64)>, oneshot::Sender<Result<(), StoreError>>);
 
 struct State {
     schedule: Schedule,
@@ -78,6 +79,9 @@ struct State {
     make_all_due: bool,
     pending_registrations: Vec<Registration>,
     committing: bool,
+    /// Answered tasks waiting to leave the store in the next group commit.
+    pending_acks: Vec<Acknowledgement>,
+    acknowledging: bool,
     failed_count: u32,
     metrics: Metrics,
     last_sync_at: Option<Millis>,
@@ -148,6 +152,8 @@ impl<P: Ports> Outbox<P> {
             make_all_due: false,
             pending_registrations: Vec::new(),
             committing: false,
+            pending_acks: Vec::new(),
+            acknowledging: false,
             failed_count,
             metrics: Metrics::default(),
             last_sync_at: None,

@@ -129,11 +129,55 @@ impl<P: Ports> Outbox<P> {
             .iter()
             .map(|(t, _)| (t.id.clone(), t.revision))
             .collect();
-        self.store.complete_tasks(&ids).await?;
+        self.acknowledge(ids).await?;
         Ok(done
             .into_iter()
             .map(|(task, response)| self.delivered(task, response))
             .collect())
+    }
+
+    /// Removes answered tasks from the store by group commit: the first
+    /// answer of a tick yields once and deletes every task answered
+    /// meanwhile in one transaction; answers that arrive during that commit
+    /// form the next group. A task is removed only after its answer, and its
+    /// `sync:complete` fires only once the removal is durable.
+    async fn acknowledge(&self, ids: Vec<(String, u64)>) -> Result<(), StoreError> {
+        let (sender, receiver) = oneshot::channel();
+        let (lead, others_in_flight) = {
+            let mut state = self.state.borrow_mut();
+            state.pending_acks.push((ids, sender));
+            (
+                !std::mem::replace(&mut state.acknowledging, true),
+                !state.in_flight.is_empty(),
+            )
+        };
+        if lead {
+            // Waiting for company only pays when other answers may come.
+            if others_in_flight {
+                self.clock.yield_now().await;
+            }
+            loop {
+                let group = std::mem::take(&mut self.state.borrow_mut().pending_acks);
+                if group.is_empty() {
+                    self.state.borrow_mut().acknowledging = false;
+                    break;
+                }
+                let ids: Vec<(String, u64)> = group
+                    .iter()
+                    .flat_map(|(ids, _)| ids.iter().cloned())
+                    .collect();
+                let result = self.store.complete_tasks(&ids).await;
+                self.state.borrow_mut().metrics.ack_transactions += 1;
+                for (_, sender) in group {
+                    let _ = sender.send(result.clone());
+                }
+            }
+        }
+        receiver.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the acknowledgement was abandoned".into(),
+            ))
+        })
     }
 
     pub(super) fn delivered(&self, task: Task, response: HttpResponse) -> Settled {
