@@ -285,11 +285,17 @@ impl SyncClient {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
             replicator.set_token(inner.outbox().token());
-            let reports = match replicator.verify().await {
-                Err(ReplicationError::Auth(_)) if renewed_token(&inner, &replicator).await => {
-                    replicator.verify().await
+            // One call site, so the verify future is built into the wasm once.
+            let mut renewed = false;
+            let reports = loop {
+                match replicator.verify().await {
+                    Err(ReplicationError::Auth(_))
+                        if !renewed && renewed_token(&inner, &replicator).await =>
+                    {
+                        renewed = true;
+                    }
+                    other => break other,
                 }
-                other => other,
             }
             .map_err(replication_error)?;
             to_js_value(&reports)
@@ -307,11 +313,17 @@ async fn measured_pull(
     replicator.set_token(inner.outbox().token());
     let started = devtools::performance_now();
     let mut progress = progress;
-    let (report, requeued) = match replicator.pull(&mut progress).await {
-        Err(ReplicationError::Auth(_)) if renewed_token(inner, replicator).await => {
-            replicator.pull(&mut progress).await
+    // One call site, so the pull future is built into the wasm once.
+    let mut renewed = false;
+    let (report, requeued) = loop {
+        match replicator.pull(&mut progress).await {
+            Err(ReplicationError::Auth(_))
+                if !renewed && renewed_token(inner, replicator).await =>
+            {
+                renewed = true;
+            }
+            other => break other,
         }
-        other => other,
     }
     .map_err(replication_error)?;
     devtools::measure_phase(

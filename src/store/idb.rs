@@ -17,11 +17,13 @@ use crate::engine::replication::record::LocalRecord;
 use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
-use futures::future::try_join_all;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use wasm_bindgen::JsValue;
 
 /// Version of the IndexedDB schema. Raising it runs the upgrade path, which
@@ -235,13 +237,13 @@ impl Store for IdbStore {
         }
         let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
-        let stored = try_join_all(done.iter().map(|(id, _)| stored_revision(&tasks, id))).await?;
+        let stored = try_issue_all(done.iter().map(|(id, _)| stored_revision(&tasks, id))).await?;
         let doomed = done
             .iter()
             .zip(stored)
             .filter(|((_, revision), stored)| *stored == Some(*revision))
             .map(|((id, _), _)| tasks.delete(JsValue::from_str(id)));
-        try_join_all(doomed).await.map_err(map_error)?;
+        try_issue_all(doomed).await.map_err(map_error)?;
         finish(tx).await
     }
 
@@ -370,7 +372,7 @@ async fn register_in(
             .filter_map(|k| k.as_string())
             .collect()
     };
-    let queued = try_join_all(
+    let queued = try_issue_all(
         batch
             .iter()
             .filter(|t| existing.contains(&t.id))
@@ -486,7 +488,7 @@ impl RecordStore for IdbStore {
         }
         let tx = self.transaction(&[TASKS], TransactionMode::ReadOnly)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
-        try_join_all(keys.iter().map(|(t, id)| chain_in(&tasks, t, id))).await
+        try_issue_all(keys.iter().map(|(t, id)| chain_in(&tasks, t, id))).await
     }
 
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
@@ -544,7 +546,7 @@ impl RecordStore for IdbStore {
                 .map(|w| (w.record.entity_type.as_str(), w.record.id.as_str())),
         )
         .await?;
-        let cancels = try_join_all(change.writes.iter().map(|w| async {
+        let cancels = try_issue_all(change.writes.iter().map(|w| async {
             match &w.cancel {
                 Some((id, _)) => tasks.get(JsValue::from_str(id)).await.map_err(map_error),
                 None => Ok(None),
@@ -613,7 +615,7 @@ impl RecordStore for IdbStore {
     async fn mark_dispatched(&self, batch: &[Task]) -> Result<Vec<bool>, StoreError> {
         let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
-        let stored = try_join_all(batch.iter().map(|t| stored_revision(&tasks, &t.id))).await?;
+        let stored = try_issue_all(batch.iter().map(|t| stored_revision(&tasks, &t.id))).await?;
         let mut marked = Vec::with_capacity(batch.len());
         let mut values = Vec::new();
         for (task, revision) in batch.iter().zip(stored) {
@@ -644,7 +646,7 @@ async fn read_records<'a>(
     records: &rexie::Store,
     keys: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
-    let values = try_join_all(keys.map(|(t, id)| records.get(record_key(t, id))))
+    let values = try_issue_all(keys.map(|(t, id)| records.get(record_key(t, id))))
         .await
         .map_err(map_error)?;
     values
@@ -668,4 +670,50 @@ async fn stored_revision(tasks: &rexie::Store, id: &str) -> Result<Option<u64>, 
 
 async fn same_revision(tasks: &rexie::Store, id: &str, revision: u64) -> Result<bool, StoreError> {
     Ok(stored_revision(tasks, id).await? == Some(revision))
+}
+
+/// Runs requests of one transaction together: the first poll issues every
+/// request, in order (rexie places a request when its future is first
+/// polled), so the transaction never waits on a request not yet placed even
+/// if this future is polled late. IndexedDB answers a transaction's
+/// requests in the order they were placed, so later polls resume at the
+/// first unanswered one. Lighter than `futures`' joins, which each bring a
+/// queue of their own into the wasm.
+async fn issue_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    let mut first_unanswered = 0;
+    let mut issued = false;
+    std::future::poll_fn(|cx| {
+        let first_pass = !std::mem::replace(&mut issued, true);
+        for (index, future) in pending.iter_mut().enumerate().skip(first_unanswered) {
+            if outputs[index].is_some() {
+                continue;
+            }
+            match future.as_mut().poll(cx) {
+                Poll::Ready(output) => outputs[index] = Some(output),
+                // Every request is placed by the first pass; after it, stop at
+                // the first one still waiting (the rest answer after it).
+                Poll::Pending if !first_pass => break,
+                Poll::Pending => {}
+            }
+        }
+        while first_unanswered < outputs.len() && outputs[first_unanswered].is_some() {
+            first_unanswered += 1;
+        }
+        if first_unanswered == outputs.len() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// [`issue_all`] for fallible requests: the first error, or every output.
+async fn try_issue_all<T, E, F: Future<Output = Result<T, E>>>(
+    futures: impl IntoIterator<Item = F>,
+) -> Result<Vec<T>, E> {
+    issue_all(futures).await.into_iter().collect()
 }

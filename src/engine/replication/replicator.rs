@@ -15,7 +15,7 @@ use crate::engine::task::{
     Body, ErrorClass, HttpRequest, HttpResponse, Priority, ResponseBody, Task, TaskError, TaskKind,
 };
 use crate::engine::time::to_iso;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -136,7 +136,7 @@ pub fn mutation_task_id(entity_type: &str, id: &str) -> String {
 
 fn mutation_of(task: &Task) -> Option<protocol::Mutation> {
     match &task.request.body {
-        Some(Body::Json(value)) => protocol::Mutation::deserialize(value).ok(),
+        Some(Body::Json(value)) => serde_json::from_value(value.clone()).ok(),
         _ => None,
     }
 }
@@ -792,7 +792,7 @@ impl<R: ReplicaPorts> Replicator<R> {
     ) -> Result<(Vec<MutationVerdict>, Vec<Task>), StoreError> {
         let now = self.clock.now();
         let parsed: Option<protocol::PushResponse> = match &response.body {
-            ResponseBody::Json(value) => protocol::PushResponse::deserialize(value).ok(),
+            ResponseBody::Json(value) => serde_json::from_value(value.clone()).ok(),
             _ => None,
         };
         let Some(parsed) = parsed else {
