@@ -102,8 +102,18 @@ fn body_error(e: &axum::Error) -> ApiError {
     ApiError::Validation(format!("could not read request body: {e}"))
 }
 
-/// Parses `bytes` as `T`, naming the failing field in the error.
+/// Parses `bytes` as `T`, naming the failing field in the error. The body
+/// must be a JSON object (serde would otherwise read a struct from an array
+/// by position, and name no field when it fails).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::Validation(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => "request body: expected a JSON object".to_owned(),
+                Err(e) => format!("malformed JSON: {e}"),
+            },
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(v) => v,
@@ -138,6 +148,17 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.starts_with("entityTypes:"), "{e}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_as_such() {
+        for body in [&b"[null, [\"end_user\"]]"[..], b"7", b" \"x\""] {
+            let e = parse_json::<PullRequest>(body)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(e, "request body: expected a JSON object");
+        }
     }
 
     #[test]
