@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// being handled, is closed.
     #[arg(long, env = "TIDESYNC_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::serve::parse_duration)]
     pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before the
+    /// server exits anyway.
+    #[arg(long, env = "TIDESYNC_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = crate::serve::parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Most open connections; more wait in the listen backlog.
     #[arg(long, env = "TIDESYNC_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,

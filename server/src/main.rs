@@ -141,6 +141,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections,
         max_connections_per_peer: args.max_connections_per_peer,
+        shutdown_timeout: args.shutdown_timeout,
     };
 
     let shutdown = shutdown_signal()?;

@@ -12,7 +12,7 @@
 //!   backlog until one closes) and per peer address (further connections
 //!   from that address are closed at once);
 //! - graceful shutdown: on the signal, stop accepting, let in-flight
-//!   requests finish, close idle connections.
+//!   requests finish (up to the shutdown timeout), close idle connections.
 //!
 //! The body-read deadline is enforced where bodies are read
 //! (`http::extract`), so that it can answer with a JSON 408.
@@ -47,6 +47,9 @@ pub struct ConnectionLimits {
     /// 0: no per-peer cap (e.g. behind a proxy, where every connection
     /// comes from the proxy's address).
     pub max_connections_per_peer: usize,
+    /// After the shutdown signal, how long in-flight requests may take
+    /// before their connections are closed anyway.
+    pub shutdown_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes
@@ -118,7 +121,15 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?limits.shutdown_timeout,
+            "shutdown: requests still in flight after the shutdown timeout; closing their connections"
+        );
+    }
 }
 
 /// When bytes last moved on a connection, and how many of its requests are

@@ -222,3 +222,44 @@ fn connections_over_the_per_peer_cap_are_closed() {
     assert_eq!(answer, "");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
+
+#[test]
+fn shutdown_waits_for_in_flight_requests_at_most_the_shutdown_timeout() {
+    let mut s = Server::with_args(&[
+        "--shutdown-timeout",
+        "1s",
+        "--body-timeout",
+        "60s",
+        "--header-timeout",
+        "30s",
+    ]);
+    let mut c = connect(&s);
+    let addr = s.addr();
+    // A request whose body never finishes arriving.
+    write!(
+        c,
+        "POST /api/client/sync/pull HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        common::token("t")
+    )
+    .expect("send head");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    loop {
+        if let Some(exit) = s.child.try_wait().expect("wait") {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1) + SLACK,
+            "still running {:?} after SIGTERM",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -36,6 +36,9 @@ pub struct PushItem {
     /// Fields the client changed since its base version; `merge` takes only
     /// these from the client. `None`: every field sent.
     pub changed_fields: Option<HashSet<String>>,
+    /// The upsert updates the fields it sends and keeps the stored record's
+    /// others (seed 003's form); otherwise it replaces the record's fields.
+    pub patch: bool,
 }
 
 /// A mutation that could not be read; it is answered `rejected`.
@@ -96,14 +99,22 @@ pub fn decide(
 ) -> Decision {
     // A client clock ahead of ours must not win every later conflict.
     let edit_time = item.client_ts_ms.unwrap_or(now_ms).min(now_ms);
+    // A patch (seed 003's form) updates the fields it sends and keeps the
+    // others, as seed 003's row-by-row save did.
+    let patched = item.patch && existing.is_some();
     let client_state = || Write {
-        data: match item.op {
-            Op::Upsert => item.data.clone(),
-            Op::Delete => existing.map(|e| e.data.clone()).unwrap_or_default(),
+        data: match (item.op, existing) {
+            (Op::Upsert, Some(e)) if item.patch => {
+                let mut data = e.data.clone();
+                data.extend(item.data.iter().map(|(k, v)| (k.clone(), v.clone())));
+                data
+            }
+            (Op::Upsert, _) => item.data.clone(),
+            (Op::Delete, _) => tombstone_data(existing.map(|e| e.data.clone()).unwrap_or_default()),
         },
         is_deleted: item.op == Op::Delete,
         changed_at: edit_time,
-        data_is_client: item.op == Op::Upsert,
+        data_is_client: item.op == Op::Upsert && !patched,
     };
     let applied = |state| Decision {
         write: Some(state),
@@ -146,7 +157,7 @@ pub fn decide(
                     data_is_client: false,
                 },
                 Op::Delete => Write {
-                    data: e.data.clone(),
+                    data: tombstone_data(e.data.clone()),
                     is_deleted: true,
                     changed_at,
                     data_is_client: false,
@@ -155,6 +166,16 @@ pub fn decide(
             conflict(Some(write), Winner::Merged)
         }
     }
+}
+
+/// A tombstone keeps the record's last fields, except that a seed 003 style
+/// soft-delete flag (`is_deleted`, 0 or 1), when the record has one, says
+/// deleted too: a seed client reading it must not see a live record.
+fn tombstone_data(mut data: Map<String, Value>) -> Map<String, Value> {
+    if let Some(flag) = data.get_mut("is_deleted") {
+        *flag = Value::from(1);
+    }
+    data
 }
 
 /// The server's fields overridden by the ones the client changed
@@ -252,6 +273,7 @@ mod tests {
             data_text: data.to_string(),
             client_ts_ms: ts,
             changed_fields: None,
+            patch: false,
         }
     }
 
@@ -355,6 +377,33 @@ mod tests {
             decide(Strategy::LastWriteWins, Some(&e), &later_edit, 10_000).winner,
             Some(Winner::Client)
         );
+    }
+
+    #[test]
+    fn a_patch_keeps_the_fields_it_does_not_send_and_a_tombstone_says_deleted() {
+        let mut e = existing();
+        e.data.insert("is_deleted".into(), json!(0));
+        let mut patch = item(Op::Upsert, Some(3), json!({"name": "p"}), None);
+        patch.patch = true;
+        let w = decide(Strategy::LastWriteWins, Some(&e), &patch, 5)
+            .write
+            .unwrap();
+        assert_eq!(
+            (w.data["name"].clone(), w.data["age"].clone()),
+            (json!("p"), json!(40))
+        );
+        assert!(!w.data_is_client, "the stored text is the merged one");
+        let whole = item(Op::Upsert, Some(3), json!({"name": "p"}), None);
+        let w = decide(Strategy::LastWriteWins, Some(&e), &whole, 5)
+            .write
+            .unwrap();
+        assert!(!w.data.contains_key("age"), "the mutation form replaces");
+        let del = item(Op::Delete, Some(3), json!({}), None);
+        let w = decide(Strategy::LastWriteWins, Some(&e), &del, 5)
+            .write
+            .unwrap();
+        assert_eq!(w.data["is_deleted"], 1);
+        assert!(w.is_deleted);
     }
 
     #[test]

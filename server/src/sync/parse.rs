@@ -122,6 +122,7 @@ pub fn parse_mutation(
         data,
         client_ts_ms,
         changed_fields,
+        patch: false,
     })
 }
 
@@ -142,6 +143,7 @@ fn mark_synced(obj: &mut Map<String, Value>) {
 /// Reads `changes[entity_type][index]` of a seed 003 push: `id` null or
 /// absent is a new record, `version` is the base version, `isDeleted: true`
 /// or `is_deleted: 1` is a delete, `updatedAt` (if any) the client's time.
+/// An update is a patch: fields not sent keep their stored values.
 pub fn parse_seed_record(
     entity_type: &str,
     index: usize,
@@ -232,6 +234,7 @@ pub fn parse_seed_record(
         data: obj,
         client_ts_ms,
         changed_fields: None,
+        patch: true,
     })
 }
 
