@@ -47,8 +47,7 @@ use crate::http::AppState;
 use hub::{Hub, Membership, Refusal};
 use ticket::{StreamIdentity, TicketKeys};
 
-pub const EVENTS_PATH: &str = "/api/client/sync/events";
-pub const TICKET_PATH: &str = "/api/client/sync/events/ticket";
+use tidesync_protocol::{EVENTS_PATH, EVENTS_TICKET_PATH as TICKET_PATH};
 
 /// `--live-*` options of `tidesync-server`.
 #[derive(Debug, Clone, Args)]
