@@ -27,6 +27,11 @@ pub const PULL_PENDING_PATH: &str = "/api/client/sync/pull-pending";
 pub const VERIFY_PATH: &str = "/api/client/sync/verify";
 /// Route of the fetch call (specific records by id, for repairs).
 pub const FETCH_PATH: &str = "/api/client/sync/fetch";
+/// Route of the live event stream (Server-Sent Events: `ready`, `poke`,
+/// `heartbeat`, `goodbye`).
+pub const EVENTS_PATH: &str = "/api/client/sync/events";
+/// Route that exchanges a bearer token for a short-lived stream ticket.
+pub const EVENTS_TICKET_PATH: &str = "/api/client/sync/events/ticket";
 
 /// Keys of a record that the server owns; any field of that name sent in
 /// `data` is ignored.

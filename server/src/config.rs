@@ -151,6 +151,8 @@ pub struct ServeArgs {
     /// the caller's tenant). Never in production.
     #[arg(long)]
     pub test_hooks: bool,
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 /// `tidesync.toml`.

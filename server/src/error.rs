@@ -37,6 +37,12 @@ pub enum ApiError {
     },
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The token holds as many live streams as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
+    /// Temporarily unable to serve (shutting down, at capacity).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// A bug or a failed task; details are logged, not sent.
@@ -54,7 +60,10 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(e) if is_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +81,8 @@ impl ApiError {
             ApiError::BodyTimeout(_) => "timeout",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::RateLimited { .. } => "rate-limited",
+            ApiError::TooManyStreams(_) => "too-many-streams",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Database(e) if is_unavailable(e) => "unavailable",
             ApiError::Database(_) | ApiError::Internal(_) => "internal",
         }

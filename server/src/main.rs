@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod error;
 mod http;
+mod live;
 mod serve;
 mod startup;
 mod sync;
@@ -108,6 +109,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("database {}: {e}", redact(&args.db)))?;
     let metrics = Metrics::new(repo.quarantined_counter()).map_err(|e| format!("metrics: {e}"))?;
+    let live = live::Live::new(&repo, secret.bytes(), &args.live, args.idle_timeout);
+    live.start(
+        (repo.backend() == db::Backend::Postgres).then(|| args.db.clone()),
+        Duration::from_secs(args.live.live_sweep_secs),
+    );
     let state = Arc::new(AppState {
         repo: repo.clone(),
         registry,
@@ -125,6 +131,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         metrics,
         test_hooks: args.test_hooks.then(TestHooks::default),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+        live,
     });
     let router = http::router(
         state.clone(),
@@ -190,8 +197,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let live_state = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Live streams never end by themselves: end them (each says
+        // goodbye), or the graceful shutdown would wait for them forever.
+        live_state.live.shut_down();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -40,7 +40,7 @@ impl Ports for BrowserPorts {
 pub struct BrowserReplica;
 
 impl ReplicaPorts for BrowserReplica {
-    type Records = Rc<IdbStore>;
+    type Records = crate::api::live::ObservedRecords;
     type Transport = HttpTransport;
     type Clock = BrowserClock;
     type Events = Rc<JsEvents>;
@@ -76,6 +76,7 @@ pub(crate) struct Inner {
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
     global_listeners: RefCell<Vec<GlobalListener>>,
+    pub(crate) live: crate::api::live::LiveParts,
 }
 
 /// An offline-first sync client over one IndexedDB database.
@@ -106,6 +107,9 @@ impl SyncClient {
             let logger = Logger::new(&options.name, options.log_level);
             let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
             let events = Rc::new(JsEvents::new(logger));
+            let live = crate::api::live::LiveParts::new(
+                options.live.clone().zip(options.outbox.server_url.clone()),
+            );
             let mut outbox = Outbox::<BrowserPorts>::open(
                 OutboxPorts {
                     store: store.clone(),
@@ -123,7 +127,7 @@ impl SyncClient {
             let replicator = match options.replication {
                 Some(setup) => {
                     let replicator = Replicator::<BrowserReplica>::open(
-                        store.clone(),
+                        live.observe(store.clone()),
                         HttpTransport,
                         BrowserClock,
                         events.clone(),
@@ -149,7 +153,9 @@ impl SyncClient {
                 flush_scheduled: Cell::new(false),
                 wake_timer: RefCell::new(None),
                 global_listeners: RefCell::new(Vec::new()),
+                live,
             });
+            crate::api::live::start(&inner);
             listen_for_connectivity(&inner);
             let online = global::navigator_online();
             inner.outbox.set_online(online);
@@ -219,6 +225,7 @@ impl SyncClient {
                     &[JsValue::from_str(name), listener.as_ref().clone()],
                 );
             }
+            crate::api::live::stop(&inner);
             let finished = inner.outbox.close().await;
             if !finished {
                 inner.events.logger().warn(
@@ -352,6 +359,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = setToken)]
     pub fn set_token(&self, token: Option<String>) {
         self.inner.outbox.set_token(token.filter(|t| !t.is_empty()));
+        crate::api::live::token_changed(&self.inner);
         if self.inner.auto_flush && !self.inner.closed.get() {
             schedule_flush(&self.inner);
         }

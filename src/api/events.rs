@@ -27,6 +27,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "circuit:close",
     "auth:required",
     "pull:complete",
+    "live:open",
+    "live:closed",
 ];
 
 pub struct JsEvents {

@@ -7,6 +7,7 @@ mod client;
 mod devtools;
 mod error;
 mod events;
+mod live;
 mod log;
 mod options;
 mod replication;

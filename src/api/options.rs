@@ -5,6 +5,7 @@
 
 use crate::api::error::ApiError;
 use crate::api::log::LogLevel;
+use crate::engine::live::LiveOptions;
 use crate::engine::options::{BreakerOptions, OutboxOptions, RetryOptions};
 use crate::engine::replication::{ReplicationOptions, Strategy};
 use crate::engine::task::{Body, HttpRequest, NewTask, Priority};
@@ -23,6 +24,9 @@ pub struct ClientOptions {
     pub auto_flush: bool,
     /// Present when both `serverUrl` and `entityTypes` are given.
     pub replication: Option<ReplicationSetup>,
+    /// Present when the client keeps a live connection (`live`, on by
+    /// default with replication).
+    pub live: Option<LiveOptions>,
 }
 
 /// The replication part of the options.
@@ -48,6 +52,8 @@ const CLIENT_FIELDS: &[&str] = &[
     "requestTimeout",
     "closeTimeout",
     "autoFlush",
+    "live",
+    "pullInterval",
 ];
 
 fn invalid(message: String) -> ApiError {
@@ -273,6 +279,26 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
         }
         _ => None,
     };
+    let live = match (r.boolean("live")?, &replication) {
+        (Some(true), None) => {
+            return Err(invalid(
+                "`live` needs `serverUrl` and `entityTypes`: it pulls the records the server pokes it about".into(),
+            ))
+        }
+        (Some(false), _) | (None, None) => None,
+        (_, Some(_)) => {
+            let mut live = LiveOptions::default();
+            if let Some(ms) = r.number("pullInterval", 0.0, 7.0 * DAY)? {
+                if ms > 0.0 && ms < 1000.0 {
+                    return Err(invalid(
+                        "`pullInterval` must be 0 (off) or at least 1000 ms".into(),
+                    ));
+                }
+                live.pull_interval = ms;
+            }
+            Some(live)
+        }
+    };
     let log_level = match r.string("logLevel")? {
         None => LogLevel::Warn,
         Some(level) => LogLevel::parse(&level).ok_or_else(|| {
@@ -287,6 +313,7 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
         outbox,
         auto_flush: r.boolean("autoFlush")?.unwrap_or(true),
         replication,
+        live,
     })
 }
 

@@ -100,7 +100,7 @@ fn replication_error(error: ReplicationError) -> JsValue {
     tidesync_error(code, &error.to_string())
 }
 
-fn replicator(inner: &Inner) -> Result<Rc<Replicator<BrowserReplica>>, JsValue> {
+pub(crate) fn replicator(inner: &Inner) -> Result<Rc<Replicator<BrowserReplica>>, JsValue> {
     inner.replicator.clone().ok_or_else(|| {
         tidesync_error(
             "replication-not-configured",
@@ -109,7 +109,7 @@ fn replicator(inner: &Inner) -> Result<Rc<Replicator<BrowserReplica>>, JsValue> 
     })
 }
 
-fn entity_type_arg(value: &JsValue) -> Result<String, JsValue> {
+pub(crate) fn entity_type_arg(value: &JsValue) -> Result<String, JsValue> {
     value.as_string().filter(|s| !s.is_empty()).ok_or_else(|| {
         tidesync_error(
             "invalid-record",
@@ -269,10 +269,7 @@ impl SyncClient {
         let inner = self.inner.clone();
         future_to_promise(async move {
             inner.ensure_open()?;
-            let replicator = replicator(&inner)?;
-            let (report, requeued) = measured_pull(&inner, &replicator, |_| {}).await?;
-            adopt_all(&inner, requeued);
-            to_js_value(&report)
+            to_js_value(&pull_and_adopt(&inner).await?)
         })
     }
 
@@ -303,6 +300,16 @@ impl SyncClient {
     }
 }
 
+/// Pulls until the server has no more and hands the tasks conflict
+/// resolution queued to the outbox: `pull()`, and the live connection's
+/// pulls when the server pokes.
+pub(crate) async fn pull_and_adopt(inner: &Rc<Inner>) -> Result<PullReport, JsValue> {
+    let replicator = replicator(inner)?;
+    let (report, requeued) = measured_pull(inner, &replicator, |_| {}).await?;
+    adopt_all(inner, requeued);
+    Ok(report)
+}
+
 /// Pulls until the server has no more, recorded as a `tidesync:pull`
 /// measure; returns the report and the tasks conflict resolution queued.
 async fn measured_pull(
@@ -310,6 +317,9 @@ async fn measured_pull(
     replicator: &Replicator<BrowserReplica>,
     progress: impl FnMut(usize),
 ) -> Result<(PullReport, Vec<Task>), JsValue> {
+    // The live connection's pulls and the app's take turns instead of
+    // failing `busy`.
+    let _turn = inner.live.pull_turn.lock().await;
     replicator.set_token(inner.outbox().token());
     let started = devtools::performance_now();
     let mut progress = progress;

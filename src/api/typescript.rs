@@ -15,7 +15,7 @@ export type TidesyncErrorCode =
   | "invalid-options" | "invalid-task" | "invalid-event" | "closed"
   | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete"
   | "invalid-record" | "unknown-entity-type" | "replication-not-configured"
-  | "network" | "http" | "auth-required" | "busy";
+  | "network" | "http" | "auth-required" | "busy" | "invalid-query";
 /** Every error thrown or rejected by Tidesync. */
 export interface TidesyncError extends Error { name: "TidesyncError"; code: TidesyncErrorCode; }
 
@@ -70,6 +70,12 @@ export interface SyncClientOptions {
   closeTimeout?: number;
   /** Flush on register, on `online` and on backoff timers (default true). */
   autoFlush?: boolean;
+  /** Keep a live connection to the server (Server-Sent Events): a change made on another
+   *  device is pulled as soon as the server announces it. One connection per database across
+   *  tabs and workers. Default true when `serverUrl` and `entityTypes` are set. */
+  live?: boolean;
+  /** With `live`: pull after this many ms without a pull, as a safety net (default 60000; 0: never). */
+  pullInterval?: number;
 }
 
 export interface RegisterOptions {
@@ -192,11 +198,50 @@ export interface SyncEvents {
   "circuit:close": () => void;
   "auth:required": (info: { status?: number | null; taskId: string }) => void;
   "pull:complete": (info: PullReport) => void;
+  /** The database's live connection opened (in this client or in the tab that holds it). */
+  "live:open": (info: { leader: boolean }) => void;
+  /** It closed; `retryAt` is when the next attempt is due (null: when back online). */
+  "live:closed": (info: { leader: boolean; reason: string; retryAt: string | null }) => void;
 }
 export type SyncEventName = keyof SyncEvents;
 
+/** `getLiveStatus()`. */
+export interface LiveStatus {
+  /** "off": live is off here; "closed": lost or refused, waiting to reconnect. */
+  state: "off" | "connecting" | "open" | "closed";
+  /** Whether this client holds the database's connection (otherwise `state` is the holder's). */
+  leader: boolean;
+  /** When the next reconnection attempt is due (ISO 8601), while closed. */
+  retryAt?: string | null;
+}
+
+/** The query of `subscribe()`. */
+export interface SubscribeOptions {
+  /** Records whose fields equal these values (a missing field equals null), or for which the
+   *  function returns true. */
+  where?: { [field: string]: JsonValue } | ((record: SyncedRecord) => boolean);
+  /** A field to sort by (ascending), or [field, "asc" | "desc"]; ties, and no orderBy, keep id order. */
+  orderBy?: string | [field: string, direction?: "asc" | "desc"];
+  /** At most this many records (after where and orderBy). */
+  limit?: number;
+}
+
+/** A subscription's result: frozen, and the same array until the result changes. */
+export type RecordsSnapshot = readonly Readonly<SyncedRecord>[];
+
 /** Merged into the class `SyncClient` below: `on()` is typed from {@link SyncEvents}. */
 export interface SyncClient {
+  /**
+   * Calls `callback` with the live records of `entityType` that match the query, now and again
+   * whenever a local write, a pull or another tab changes that result. Returns a function that
+   * unsubscribes.
+   *
+   * @example
+   * const off = client.subscribe("notes", { where: { done: false }, orderBy: ["updatedAt", "desc"] },
+   *   (notes) => render(notes));
+   */
+  subscribe(entityType: string, options: SubscribeOptions, callback: (records: RecordsSnapshot) => void): () => void;
+  subscribe(entityType: string, callback: (records: RecordsSnapshot) => void): () => void;
   /**
    * Subscribes to an event; returns a function that unsubscribes.
    * A listener that throws is logged and does not stop the engine.

@@ -30,6 +30,14 @@ impl FlushLock {
         }
     }
 
+    /// Another lock of the same database, by purpose: the tab or worker
+    /// holding `tidesync:<name>:live` runs the database's live connection.
+    pub fn for_purpose(database: &str, purpose: &str) -> Self {
+        Self {
+            name: format!("{database}:{purpose}"),
+        }
+    }
+
     fn web_locks() -> Option<JsValue> {
         let locks = global::prop(&global::get("navigator"), "locks");
         (!locks.is_undefined() && !locks.is_null()).then_some(locks)

@@ -143,6 +143,7 @@ test("replication cycles appear as tidesync:push and tidesync:pull measures with
       const client = await tidesync.SyncClient.open({
         name, serverUrl: location.origin, token, entityTypes: ["end_user"], logLevel: "silent",
         autoFlush: false, // the mutations wait for sync() instead of leaving on their own
+        live: false, // and no poked pull adds measures of its own
       });
       await client.put("end_user", { id: "ada", name: "Ada" });
       await client.put("end_user", { id: "grace", name: "Grace" });

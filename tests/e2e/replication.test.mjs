@@ -25,9 +25,11 @@ async function device(context, options) {
   return page;
 }
 
+// These tests drive push and pull by hand (sync(), flush()): no live
+// connection pulling on its own (tests/e2e/live.test.mjs has those).
 const clientOptions = (server, token, extra = {}) => ({
   name: `rep-${Math.random().toString(36).slice(2)}`,
-  serverUrl: server.url, token, entityTypes: ["notes"],
+  serverUrl: server.url, token, entityTypes: ["notes"], live: false,
   retry: { baseDelay: 50, maxDelay: 500, jitter: false }, ...extra,
 });
 

@@ -179,6 +179,11 @@ impl Repo {
         self.backend
     }
 
+    /// The pool, for the live hub's own statements (NOTIFY, cursor reads).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     async fn migrate(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         match self.backend {

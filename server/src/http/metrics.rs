@@ -114,7 +114,7 @@ pub(crate) async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap)
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        st.metrics.render(),
+        st.metrics.render() + &st.live.metrics_text(),
     )
         .into_response()
 }

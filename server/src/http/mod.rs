@@ -62,6 +62,7 @@ pub struct AppState {
     pub test_hooks: Option<TestHooks>,
     /// `--metrics-token`: the bearer token `/metrics` requires.
     pub metrics_token: Option<String>,
+    pub live: crate::live::Live,
 }
 
 /// The Content-Security-Policy of static pages unless `--csp` says
@@ -96,7 +97,8 @@ pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String
         .route("/api/client/sync/pull-pending", post(read::pull_pending))
         .route("/api/client/sync/verify", post(read::verify))
         .route("/api/client/sync/fetch", post(read::fetch))
-        .route("/healthz", get(metrics::healthz));
+        .route("/healthz", get(metrics::healthz))
+        .merge(crate::live::routes());
     if http.metrics_on_main {
         service = service.route("/metrics", get(metrics::metrics));
     }

@@ -71,6 +71,9 @@ pub(crate) async fn push(
             now,
         )
         .await?;
+    if let Some(seq) = last_seq {
+        st.live.publish(&tenant, seq);
+    }
     // Each record travels once: in `results[].record` for the Tidesync
     // form, in `data` (seed 003's list, request order) for the seed form.
     let seed_form = client_id.is_none();

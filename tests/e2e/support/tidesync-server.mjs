@@ -1,6 +1,8 @@
 // Runs the real reference server (target/debug/tidesync-server, built by
 // scripts/test.sh) on 127.0.0.1 with a private SQLite file and config, for
-// end-to-end replication tests. Tokens are minted by its `token` command.
+// end-to-end replication tests, or over a given database (`db`: a
+// PostgreSQL URL shared by several processes). Tokens are minted by its
+// `token` command.
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,6 +24,7 @@ export async function startTidesyncServer({
     "--test-hooks", "--rate-limit", "0", ...args,
   ], { env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
+  const exited = new Promise((ok) => child.once("exit", ok));
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${output}`)), 20000);
     const onData = (chunk) => {
@@ -31,7 +34,7 @@ export async function startTidesyncServer({
     };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
-    child.on("exit", (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}:\n${output}`)); });
+    exited.then((code) => { clearTimeout(timer); reject(new Error(`server exited ${code}:\n${output}`)); });
   });
   const token = (tenant, sub = "e2e") =>
     execFileSync(BINARY, ["token", "--tenant", tenant, "--sub", sub], { env }).toString().trim().split(/\s+/).pop();
@@ -43,8 +46,10 @@ export async function startTidesyncServer({
     });
     return { status: res.status, body: await res.json().catch(() => null) };
   };
+  let stopped = false;
   return {
     url,
+    pid: child.pid,
     token,
     call,
     /** Every record of the tenant as the server holds it, by entity type. */
@@ -58,11 +63,25 @@ export async function startTidesyncServer({
         cursor = body.cursor;
       }
     },
+    /** The value of a metric on /metrics (a gauge or counter without labels). */
+    async metric(name) {
+      const text = await fetch(`${url}/metrics`).then((r) => r.text());
+      const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(" ")[1]) : null;
+    },
     dropNextPushResponse: (tokenValue) => call("/__test/drop-next-push-response", tokenValue, {}),
+    /** Kills the process at once (SIGKILL): no goodbye, connections just drop. */
+    kill: async () => {
+      stopped = true;
+      child.kill("SIGKILL");
+      await exited;
+    },
     close: async () => {
-      child.removeAllListeners("exit");
-      child.kill("SIGTERM");
-      await new Promise((ok) => (child.exitCode !== null ? ok() : child.once("exit", ok)));
+      if (!stopped) {
+        stopped = true;
+        child.kill("SIGTERM");
+        await exited;
+      }
       rmSync(dir, { recursive: true, force: true });
     },
   };
