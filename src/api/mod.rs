@@ -3,12 +3,14 @@
 //! engine events into listener calls, and maps errors to `TidesyncError`
 //! with a stable `code`. It converts and delegates; it does not decide.
 
+mod capture;
 mod client;
 mod devtools;
 mod error;
 mod events;
 mod log;
 mod options;
+mod relay;
 mod replication;
 mod typescript;
 
