@@ -269,6 +269,13 @@ pub(crate) fn unregister_client(name: &str) {
     }
 }
 
+/// Posts `message` on the client's channel (see [`crate::api::relay`]).
+pub(crate) fn broadcast(client: &str, message: &JsValue) {
+    if let Some(inspector) = inspector(client) {
+        inspector.send(message);
+    }
+}
+
 // ----- the BroadcastChannel inspector feed -----
 
 thread_local! {
@@ -642,6 +649,11 @@ impl Inspector {
             "hello" => {
                 self.observed.set(true);
                 self.post_now();
+            }
+            "outcome" => {
+                if let Some(inner) = self.inner.upgrade() {
+                    crate::api::relay::receive(&inner, &data);
+                }
             }
             "retryFailed" | "discardFailed" => {
                 let Some(id) = global::prop(&data, "id").as_string() else {

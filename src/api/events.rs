@@ -208,6 +208,7 @@ impl EventSink for JsEvents {
             _ => self.logger.debug(name, args.first()),
         }
         self.dispatch(name, &args);
+        crate::api::relay::post(self.logger.client(), &event, &args);
         crate::api::devtools::on_event(self.logger.client(), &event);
     }
 }

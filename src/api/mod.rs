@@ -3,6 +3,7 @@
 //! engine events into listener calls, and maps errors to `TidesyncError`
 //! with a stable `code`. It converts and delegates; it does not decide.
 
+mod capture;
 mod client;
 mod devtools;
 mod error;
@@ -10,6 +11,7 @@ mod events;
 mod live;
 mod log;
 mod options;
+mod relay;
 mod replication;
 mod typescript;
 

@@ -56,18 +56,18 @@ const CLIENT_FIELDS: &[&str] = &[
     "pullInterval",
 ];
 
-fn invalid(message: String) -> ApiError {
+pub(crate) fn invalid(message: String) -> ApiError {
     ApiError::InvalidOptions(message)
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     object: &'a JsValue,
     path: &'a str,
-    error: fn(String) -> ApiError,
+    pub(crate) error: fn(String) -> ApiError,
 }
 
 impl<'a> Reader<'a> {
-    fn new(
+    pub(crate) fn new(
         object: &'a JsValue,
         path: &'a str,
         error: fn(String) -> ApiError,
@@ -85,7 +85,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn field(&self, name: &str) -> String {
+    pub(crate) fn field(&self, name: &str) -> String {
         if self.path.is_empty() {
             name.to_owned()
         } else {
@@ -93,12 +93,12 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn get(&self, name: &str) -> Option<JsValue> {
+    pub(crate) fn get(&self, name: &str) -> Option<JsValue> {
         let value = Reflect::get(self.object, &JsValue::from_str(name)).ok()?;
         (!value.is_undefined() && !value.is_null()).then_some(value)
     }
 
-    fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
+    pub(crate) fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
         for key in Object::keys(self.object.unchecked_ref::<Object>()).iter() {
             let key = key.as_string().unwrap_or_default();
             if !known.contains(&key.as_str()) {
@@ -112,7 +112,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
+    pub(crate) fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v
@@ -122,7 +122,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
+    pub(crate) fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => match v.as_f64() {
@@ -135,7 +135,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+    pub(crate) fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
@@ -144,7 +144,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn function(&self, name: &str) -> Result<Option<Function>, ApiError> {
+    pub(crate) fn function(&self, name: &str) -> Result<Option<Function>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v
@@ -328,7 +328,7 @@ const TASK_FIELDS: &[&str] = &[
     "retryOnFailure",
 ];
 
-fn invalid_task(message: String) -> ApiError {
+pub(crate) fn invalid_task(message: String) -> ApiError {
     ApiError::InvalidTask(message)
 }
 
@@ -383,25 +383,42 @@ pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError
             headers.insert(key, value);
         }
     }
-    let priority = match r.string("priority")? {
-        None => Priority::Normal,
-        Some(p) => Priority::parse(&p).ok_or_else(|| {
-            invalid_task(format!(
-                "`priority` must be \"high\", \"normal\" or \"low\", got {p:?}"
-            ))
-        })?,
-    };
-    let ordering_key = r.string("orderingKey")?.filter(|k| !k.is_empty());
+    let queueing = parse_queueing(&r)?;
     Ok(NewTask {
         id,
-        priority,
-        ordering_key,
+        priority: queueing.priority,
+        ordering_key: queueing.ordering_key,
         request: HttpRequest {
             url,
             method,
             headers,
             body,
         },
+        retry_on_failure: queueing.retry_on_failure,
+    })
+}
+
+/// How a task is queued, as `register` and `captureFailedRequests` both
+/// take it: `priority`, `orderingKey`, `retryOnFailure`.
+pub(crate) struct Queueing {
+    pub priority: Priority,
+    pub ordering_key: Option<String>,
+    pub retry_on_failure: bool,
+}
+
+pub(crate) fn parse_queueing(r: &Reader) -> Result<Queueing, ApiError> {
+    let priority = match r.string("priority")? {
+        None => Priority::Normal,
+        Some(p) => Priority::parse(&p).ok_or_else(|| {
+            (r.error)(format!(
+                "`{}` must be \"high\", \"normal\" or \"low\", got {p:?}",
+                r.field("priority")
+            ))
+        })?,
+    };
+    Ok(Queueing {
+        priority,
+        ordering_key: r.string("orderingKey")?.filter(|k| !k.is_empty()),
         retry_on_failure: r.boolean("retryOnFailure")?.unwrap_or(true),
     })
 }
@@ -444,11 +461,7 @@ pub async fn encode_body(options: &JsValue) -> Result<JsValue, ApiError> {
     }
     let failed =
         |what: &str| invalid_task(format!("`body` ({constructor}) could not be read: {what}"));
-    let response_class: Function = crate::platform::global::get("Response")
-        .dyn_into()
-        .map_err(|_| failed("this scope has no Response"))?;
-    let args = js_sys::Array::of1(&body);
-    let response = Reflect::construct(&response_class, &args)
+    let response = crate::platform::global::construct("Response", &[body])
         .map_err(|_| failed("new Response(body) threw"))?;
     let headers = Reflect::get(&response, &"headers".into()).unwrap_or(JsValue::UNDEFINED);
     let content_type =

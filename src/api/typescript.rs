@@ -95,6 +95,20 @@ export interface RegisterOptions {
   retryOnFailure?: boolean;
 }
 
+/** What `captureFailedRequests(event, options)` takes over, and how it queues it. */
+export interface CaptureOptions {
+  /** Which URLs: a prefix ("/api/"; a path is resolved against the worker's origin), a RegExp
+   *  tested against the full URL, or a function of the Request. Default: every URL. */
+  match?: string | RegExp | ((request: Request) => boolean);
+  /** Methods taken over (default ["POST", "PUT", "PATCH", "DELETE"]); GET and HEAD are refused. */
+  methods?: string[];
+  priority?: Priority;
+  /** Tasks sharing a key are replayed strictly one after another, as a Workbox queue is. */
+  orderingKey?: string;
+  /** false: the first failed replay makes it a dead letter (default true). */
+  retryOnFailure?: boolean;
+}
+
 export interface TaskError { class: ErrorClass; message: string; status?: number; at: string; }
 
 export interface QueuedTask {

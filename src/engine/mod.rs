@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod capture;
 pub mod classify;
 pub mod credentials;
 pub mod events;

@@ -38,6 +38,14 @@ pub fn call(object: &JsValue, method: &str, args: &[JsValue]) -> Result<JsValue,
     function.apply(object, &array)
 }
 
+/// `new globalThis[class](...args)`.
+pub fn construct(class: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let class: Function = get(class)
+        .dyn_into()
+        .map_err(|_| JsValue::from_str(&format!("this scope has no {class}")))?;
+    Reflect::construct(&class, &args.iter().collect())
+}
+
 /// Whether the code runs in a window (as opposed to a worker).
 pub fn is_window() -> bool {
     !get("document").is_undefined()
