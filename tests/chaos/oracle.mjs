@@ -145,7 +145,7 @@ export function judge({ ledger, proxy, devices, server, kills }) {
   const appFields = (data) => {
     const out = {};
     for (const [k, v] of Object.entries(data ?? {})) {
-      if (!["id", "version", "updatedAt", "isDeleted", "syncStatus", "syncError"].includes(k)) out[k] = v;
+      if (!["id", "version", "updatedAt", "changedAt", "isDeleted", "syncStatus", "syncError"].includes(k)) out[k] = v;
     }
     return JSON.stringify(Object.keys(out).sort().map((k) => [k, out[k]]));
   };
