@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::*;
+use support::replication::*;
 use tidesync::testing::YieldOnce;
 
 /// Runs `during` while a push's answer is held (the server applied it),
