@@ -16,4 +16,5 @@ if [ -z "${TIDESYNC_TEST_DATABASE_URL:-}" ]; then
 fi
 export TIDESYNC_TEST_REQUIRE_POSTGRES=1
 echo "test-server.sh: PostgreSQL at $TIDESYNC_TEST_DATABASE_URL"
-cargo test -p tidesync-protocol -p tidesync-server "$@"
+# The test hooks (`--test-hooks`) exist only in builds with their feature.
+cargo test -p tidesync-protocol -p tidesync-server --features tidesync-server/test-hooks "$@"

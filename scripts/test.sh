@@ -14,7 +14,7 @@ layer() { echo; echo "=== $* ==="; }
 
 layer "native: format, lint, engine and protocol tests"
 cargo fmt --all --check
-cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet --workspace --all-targets --features tidesync-server/test-hooks -- -D warnings
 wasm_cargo clippy --quiet --target wasm32-unknown-unknown -p tidesync --all-targets -- -D warnings
 cargo test --workspace --exclude tidesync-server
 
@@ -40,8 +40,9 @@ fi
 
 layer "end to end: Playwright in Chromium"
 # The replication tests run the real reference server, on SQLite and (the
-# volume tests) on a private PostgreSQL too.
-cargo build --quiet -p tidesync-server
+# volume tests) on a private PostgreSQL too; built with the test hooks,
+# which tests/e2e/replication.test.mjs uses to lose a push answer.
+cargo build --quiet -p tidesync-server --features test-hooks
 trap 'bash scripts/postgres.sh stop || true' EXIT
 eval "$(bash scripts/postgres.sh start)"
 TIDESYNC_E2E_DATABASE_URL=$TIDESYNC_TEST_DATABASE_URL node --test --test-concurrency=1 tests/e2e/

@@ -1,11 +1,13 @@
 //! Bearer tokens (HS256 JWT with `sub`, `tenant`, `exp`) and the per-token
 //! rate limit. The [`Auth`] extractor is the only way a handler learns the
-//! tenant, so every query is scoped by what the token says.
+//! tenant, so every query is scoped by what the token says. It reads the
+//! [`Authenticator`] from any router state that provides one (`FromRef`), so
+//! this module knows nothing of the application's state.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{header, request::Parts};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -13,7 +15,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -145,6 +146,31 @@ impl RateLimit {
     }
 }
 
+/// What a request's credentials are checked against: the token keys and
+/// the per-token rate limit (`None`: off). Cheap to clone.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: Arc<Keys>,
+    rate_limit: Option<Arc<RateLimit>>,
+}
+
+impl Authenticator {
+    pub fn new(keys: Keys, rate_limit: Option<RateLimit>) -> Self {
+        Authenticator {
+            keys: Arc::new(keys),
+            rate_limit: rate_limit.map(Arc::new),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn rate_limit(&self) -> Option<&RateLimit> {
+        self.rate_limit.as_deref()
+    }
+}
+
 /// The caller, from a valid bearer token.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -152,8 +178,9 @@ pub struct Auth {
     pub sub: String,
 }
 
-/// Reads and checks `Authorization: Bearer …` (no rate limit).
-pub fn authenticate(parts: &Parts, keys: &Keys) -> Result<Auth, ApiError> {
+/// Reads and checks `Authorization: Bearer …` (no rate limit): the
+/// token's claims.
+pub fn bearer_claims(parts: &Parts, keys: &Keys) -> Result<Claims, ApiError> {
     let value = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -166,24 +193,30 @@ pub fn authenticate(parts: &Parts, keys: &Keys) -> Result<Auth, ApiError> {
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?
         .trim();
-    let claims = keys
-        .verify(token)
-        .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+    keys.verify(token)
+        .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))
+}
+
+/// Reads and checks `Authorization: Bearer …` (no rate limit).
+pub fn authenticate(parts: &Parts, keys: &Keys) -> Result<Auth, ApiError> {
+    let claims = bearer_claims(parts, keys)?;
     Ok(Auth {
         tenant: claims.tenant,
         sub: claims.sub,
     })
 }
 
-impl FromRequestParts<Arc<AppState>> for Auth {
+impl<S> FromRequestParts<S> for Auth
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let auth = authenticate(parts, &state.keys)?;
-        if let Some(limit) = &state.rate_limit {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authenticator = Authenticator::from_ref(state);
+        let auth = authenticate(parts, authenticator.keys())?;
+        if let Some(limit) = authenticator.rate_limit() {
             let key = format!("{}\u{0}{}", auth.tenant, auth.sub);
             limit
                 .check(&key)

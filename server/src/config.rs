@@ -12,6 +12,18 @@ use tidesync_protocol::Strategy;
 /// Secret used when `TIDESYNC_JWT_SECRET` is not set (dev mode only).
 pub const DEV_SECRET: &str = "tidesync-dev-secret-not-for-production";
 
+/// The Content-Security-Policy of static pages unless `--csp` says
+/// otherwise. Scripts and styles from the server's origin only, plus the
+/// inline ones the demo pages use; WebAssembly compilation allowed (the
+/// SDK is wasm); no plugins, no `<base>`, no framing, forms to the own
+/// origin. `connect-src` stays open because the demo and the SDK's pages
+/// may talk to a sync server or endpoint of another origin.
+pub const DEFAULT_CSP: &str = "default-src 'self'; \
+     script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+     connect-src 'self' http: https:; worker-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tidesync-server",
@@ -141,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDESYNC_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
     /// Content-Security-Policy of the static pages (`/`, `/pkg/`).
-    #[arg(long, env = "TIDESYNC_CSP", default_value = crate::http::DEFAULT_CSP)]
+    #[arg(long, env = "TIDESYNC_CSP", default_value = DEFAULT_CSP)]
     pub csp: String,
     /// Log format on stderr: `text` or `json` (one JSON object per line).
     /// Verbosity comes from RUST_LOG (default `info`).

@@ -4,10 +4,12 @@
 
 mod auth;
 mod config;
+mod cursor;
 mod db;
 mod error;
 mod http;
 mod live;
+mod metrics;
 mod serve;
 mod startup;
 mod sync;
@@ -20,9 +22,10 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::{Keys, RateLimit};
+use crate::auth::{Authenticator, Keys, RateLimit};
 use crate::config::{Cli, Command, Registry, ServeArgs};
-use crate::http::{AppState, HttpOptions, Limits, Metrics, TestHooks};
+use crate::http::{AppState, HttpOptions, Limits};
+use crate::metrics::Metrics;
 use crate::serve::ConnectionLimits;
 use crate::startup::Secret;
 
@@ -117,7 +120,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let state = Arc::new(AppState {
         repo: repo.clone(),
         registry,
-        keys: Keys::new(secret.bytes()),
+        auth: Authenticator::new(
+            Keys::new(secret.bytes()),
+            RateLimit::new(args.rate_limit, args.rate_burst),
+        ),
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_mutations: args.max_mutations,
@@ -127,9 +133,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             body_timeout: args.body_timeout,
             max_fields: args.max_fields.max(1),
         },
-        rate_limit: RateLimit::new(args.rate_limit, args.rate_burst),
         metrics,
-        test_hooks: args.test_hooks.then(TestHooks::default),
         metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         live,
     });
@@ -141,6 +145,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             cors,
             csp: args.csp.clone(),
             metrics_on_main: metrics_listener.is_none(),
+            test_hooks: args.test_hooks,
         },
     )?;
     let limits = ConnectionLimits {
@@ -167,7 +172,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         println!("DEV MODE: TIDESYNC_JWT_SECRET is not set, so tokens are signed with a built-in");
         println!("          dev secret. Anyone can mint tokens. Loopback only; browsers may call");
         println!("          it only from its own origin (and --cors-origin ones).");
-        match state.keys.mint("dev", "dev", 30 * 86_400) {
+        match state.auth.keys().mint("dev", "dev", 30 * 86_400) {
             Ok(t) => println!("dev token (tenant dev, sub dev, 30 days): {t}"),
             Err(e) => eprintln!("could not mint the dev token: {e}"),
         }
@@ -182,13 +187,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     println!("tidesync-server listening on http://{addr}");
 
-    if state.rate_limit.is_some() {
+    if state.auth.rate_limit().is_some() {
         let st = state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                if let Some(l) = &st.rate_limit {
+                if let Some(l) = st.auth.rate_limit() {
                     l.sweep();
                 }
             }

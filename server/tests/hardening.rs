@@ -329,6 +329,10 @@ async fn echoed_input_in_errors_is_truncated() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature (scripts/test-server.sh builds with it)"
+)]
 async fn the_test_hook_needs_a_token_and_drops_only_its_tenants_push() {
     let s = Server::with_args(&["--test-hooks"]);
     let (status, v) = Api::new(&s, None)

@@ -84,6 +84,10 @@ async fn configured_mutation_limit_applies() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test-hooks feature (scripts/test-server.sh builds with it)"
+)]
 async fn drop_next_push_hook_commits_then_fails_the_response() {
     let s = Server::start_with(
         &Backend::Sqlite,

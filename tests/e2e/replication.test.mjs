@@ -102,7 +102,7 @@ test("the same edits under merge keep both devices' fields", async () => {
 });
 
 test("a push whose response is lost is retried and answered duplicate; the version moves once", async () => {
-  const server = await startTidesyncServer();
+  const server = await startTidesyncServer({ testHooks: true });
   const token = server.token("lost");
   const context = await browser.newContext();
   try {

@@ -48,15 +48,7 @@ impl Repo {
         .fetch_one(&mut *tx)
         .await?
         .try_get("seq")?;
-        // Stamp changes after taking the lock, so that per tenant `updatedAt`
-        // follows commit order (on one clock) and seed 003's timestamp pulls
-        // miss as little as a timestamp can. The naive-cursor test build
-        // keeps the request's start time, as seed 003 did.
-        let now = if cfg!(feature = "naive-cursor") {
-            now
-        } else {
-            now.max(crate::sync::now_ms())
-        };
+        let now = change_time(now);
         let mut seq = start_seq;
         let mut corrupt: Vec<CorruptRecord> = Vec::new();
         let mut out = Vec::with_capacity(items.len());
@@ -261,4 +253,20 @@ async fn fetch_one_record(
     .fetch_optional(&mut **tx)
     .await?;
     row.as_ref().map(Decoded::from_row).transpose()
+}
+
+/// The time a push's changes are stamped with, `request_start` being when
+/// the push arrived: taken after the tenant's lock, so that per tenant
+/// `updatedAt` follows commit order (on one clock) and seed 003's
+/// timestamp pulls miss as little as a timestamp can.
+#[cfg(not(feature = "naive-cursor"))]
+fn change_time(request_start: i64) -> i64 {
+    request_start.max(crate::sync::now_ms())
+}
+
+/// The naive-cursor test build keeps the request's start time, as seed 003
+/// did (see the `cursor` module).
+#[cfg(feature = "naive-cursor")]
+fn change_time(request_start: i64) -> i64 {
+    request_start
 }

@@ -1,33 +1,47 @@
 //! `JsonBody<T>`: the JSON request extractor. Enforces the body size limit
 //! (a JSON 413 the client can read, see [`DRAIN_LIMIT`]) and turns every
 //! parse failure into a 400 whose message names the
-//! field (`mutations[3].baseVersion: invalid type …`), never a 500.
+//! field (`mutations[3].baseVersion: invalid type …`), never a 500. Its
+//! limits come from any router state that provides [`BodyLimits`].
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::header;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::http::AppState;
 
 pub struct JsonBody<T>(pub T);
+
+/// What a request body may be: its size, and how long it may take to
+/// arrive. `max_mutations` goes into the 413 so a client can split its push.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_body_bytes: usize,
+    pub max_mutations: usize,
+    pub timeout: Duration,
+}
 
 /// Bodies up to this size are parsed on the async worker; larger ones on
 /// the blocking pool, so that parsing a megabyte does not stall other
 /// requests.
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
-impl<T: DeserializeOwned + Send + 'static> FromRequest<Arc<AppState>> for JsonBody<T> {
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned + Send + 'static,
+    BodyLimits: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request<Body>, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let limits = &state.limits;
-        let deadline = tokio::time::Instant::now() + limits.body_timeout;
-        let timeout = ApiError::BodyTimeout(limits.body_timeout.as_secs());
+    async fn from_request(req: Request<Body>, state: &S) -> Result<Self, ApiError> {
+        let limits = BodyLimits::from_ref(state);
+        let deadline = tokio::time::Instant::now() + limits.timeout;
+        let timeout = ApiError::BodyTimeout(limits.timeout.as_secs());
         let read = read_body(req, limits.max_body_bytes, || ApiError::PayloadTooLarge {
             message: format!(
                 "request body is larger than {} bytes; split the push",

@@ -1,16 +1,25 @@
-//! HTTP surface: shared state and the router (sync routes, health, metrics,
-//! static files, CORS, test hooks); the handlers live in the submodules by
-//! resource. Handlers translate
-//! between JSON and the repository; conflict policy lives in `sync`, SQL in
-//! `db`.
+//! HTTP surface: the router, built from one router per resource, each on
+//! the protocol's path constants: [`push`], [`pull`] (and pull-pending),
+//! [`verify`], [`fetch`], [`ops`] (health and metrics), the live routes of
+//! [`crate::live`]; then the API's JSON fallbacks, static files, CORS and
+//! request metrics. Seed 003's request forms are read in [`seed`]; the
+//! state in [`state`]; the extractors ([`extract`], `crate::auth::Auth`)
+//! read what they need through `FromRef`. Handlers translate between JSON
+//! and the repository; conflict policy lives in `sync`, SQL in `db`, the
+//! cursor in `cursor`. Test hooks exist only in `test-hooks` builds.
 
 mod extract;
+mod fetch;
+#[cfg(feature = "test-hooks")]
 mod hooks;
-mod metrics;
+mod ops;
+mod pull;
 mod push;
-mod read;
+mod seed;
+mod state;
+mod types;
+mod verify;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +28,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
@@ -27,55 +36,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::{Keys, RateLimit};
-use crate::config::Registry as EntityRegistry;
-use crate::db::Repo;
 use crate::error::{clip, ApiError};
 use crate::startup::CorsOrigins;
-pub use hooks::TestHooks;
-pub use metrics::Metrics;
-
-/// Limits from the command line.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_mutations: usize,
-    pub default_page_size: u32,
-    pub max_page_size: u32,
-    /// Most bytes of record JSON in one pull, pull-pending or fetch answer
-    /// (at least one record always goes).
-    pub max_page_bytes: usize,
-    /// Longest time to receive a request body (then 408).
-    pub body_timeout: Duration,
-    /// Most top-level fields in a record's data (and in `changedFields`).
-    pub max_fields: usize,
-}
-
-pub struct AppState {
-    pub repo: Repo,
-    pub registry: EntityRegistry,
-    pub keys: Keys,
-    pub limits: Limits,
-    pub rate_limit: Option<RateLimit>,
-    pub metrics: Metrics,
-    /// `Some` only with `--test-hooks`.
-    pub test_hooks: Option<TestHooks>,
-    /// `--metrics-token`: the bearer token `/metrics` requires.
-    pub metrics_token: Option<String>,
-    pub live: crate::live::Live,
-}
-
-/// The Content-Security-Policy of static pages unless `--csp` says
-/// otherwise. Scripts and styles from the server's origin only, plus the
-/// inline ones the demo pages use; WebAssembly compilation allowed (the
-/// SDK is wasm); no plugins, no `<base>`, no framing, forms to the own
-/// origin. `connect-src` stays open because the demo and the SDK's pages
-/// may talk to a sync server or endpoint of another origin.
-pub const DEFAULT_CSP: &str = "default-src 'self'; \
-     script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
-     style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
-     connect-src 'self' http: https:; worker-src 'self'; object-src 'none'; \
-     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+pub use state::{AppState, Limits};
 
 /// Static file, CORS and exposure settings.
 pub struct HttpOptions {
@@ -85,29 +48,22 @@ pub struct HttpOptions {
     pub csp: String,
     /// Serve `/metrics` on the main router (false: on its own listener).
     pub metrics_on_main: bool,
+    /// `--test-hooks`: serve the test hooks (builds with the `test-hooks`
+    /// feature only; others refuse to start with it).
+    pub test_hooks: bool,
 }
 
 /// The main router: the sync API under `/api` (with its own JSON answers
 /// for unknown paths and wrong methods), health, metrics (unless moved to
 /// its own listener), test hooks (when on), and the static files.
 pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String> {
-    let mut service = Router::new()
-        .route("/api/client/sync/push", post(push::push))
-        .route("/api/client/sync/pull", post(read::pull))
-        .route("/api/client/sync/pull-pending", post(read::pull_pending))
-        .route("/api/client/sync/verify", post(read::verify))
-        .route("/api/client/sync/fetch", post(read::fetch))
-        .route("/healthz", get(metrics::healthz))
+    let service = Router::new()
+        .merge(pull::routes())
+        .merge(verify::routes())
+        .merge(fetch::routes())
+        .merge(ops::routes(http.metrics_on_main))
         .merge(crate::live::routes());
-    if http.metrics_on_main {
-        service = service.route("/metrics", get(metrics::metrics));
-    }
-    if state.test_hooks.is_some() {
-        service = service.route(
-            "/__test/drop-next-push-response",
-            post(hooks::drop_next_push),
-        );
-    }
+    let service = with_push(service, push::routes(), &state, http.test_hooks)?;
     let service = service
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
@@ -141,14 +97,45 @@ pub fn router(state: Arc<AppState>, http: &HttpOptions) -> Result<Router, String
 
 /// The router of `--metrics-bind`: `/metrics` and `/healthz` only.
 pub fn metrics_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics::metrics))
-        .route("/healthz", get(metrics::healthz))
+    ops::routes(true)
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
         .with_state(state)
+}
+
+/// `service` with the push route merged in, and the test hooks when asked
+/// for (see [`hooks`]).
+#[cfg(feature = "test-hooks")]
+fn with_push(
+    service: Router<Arc<AppState>>,
+    push: Router<Arc<AppState>>,
+    state: &AppState,
+    test_hooks: bool,
+) -> Result<Router<Arc<AppState>>, String> {
+    Ok(if test_hooks {
+        hooks::install(service, push, state.auth.clone())
+    } else {
+        service.merge(push)
+    })
+}
+
+/// `service` with the push route merged in. A build without the
+/// `test-hooks` feature has no hooks to install.
+#[cfg(not(feature = "test-hooks"))]
+fn with_push(
+    service: Router<Arc<AppState>>,
+    push: Router<Arc<AppState>>,
+    _state: &AppState,
+    test_hooks: bool,
+) -> Result<Router<Arc<AppState>>, String> {
+    if test_hooks {
+        return Err("--test-hooks: this server was built without test hooks \
+             (build it with `--features test-hooks`)"
+            .into());
+    }
+    Ok(service.merge(push))
 }
 
 async fn api_not_found(uri: Uri) -> ApiError {
@@ -192,45 +179,4 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
         .with_label_values(&[route.as_str(), resp.status().as_str()])
         .inc();
     resp
-}
-
-/// 400 for an unregistered type, then 403 for one the tenant may not touch.
-pub(crate) fn check_types<'a>(
-    registry: &EntityRegistry,
-    tenant: &str,
-    types: impl IntoIterator<Item = &'a String> + Clone,
-) -> Result<(), ApiError> {
-    for t in types.clone() {
-        if !registry.is_registered(t) {
-            return Err(ApiError::UnknownEntityType(t.clone()));
-        }
-    }
-    for t in types {
-        if !registry.is_allowed(tenant, t) {
-            return Err(ApiError::Forbidden(t.clone()));
-        }
-    }
-    Ok(())
-}
-
-/// The requested types, or every type the tenant may use when the list is
-/// empty.
-pub(crate) fn requested_types(
-    registry: &EntityRegistry,
-    tenant: &str,
-    types: Vec<String>,
-) -> Result<Vec<String>, ApiError> {
-    if types.is_empty() {
-        return Ok(registry
-            .types()
-            .map(|(t, _)| t.to_owned())
-            .filter(|t| registry.is_allowed(tenant, t))
-            .collect());
-    }
-    check_types(registry, tenant, &types)?;
-    let mut seen = HashSet::new();
-    Ok(types
-        .into_iter()
-        .filter(|t| seen.insert(t.clone()))
-        .collect())
 }

@@ -1,23 +1,32 @@
-//! `POST /api/client/sync/push`: reads either request form, hands the valid
-//! mutations to the repository in one transaction and shapes the answer.
+//! `POST /api/client/sync/push`: reads either request form (seed 003's in
+//! [`super::seed`]), hands the valid mutations to the repository in one
+//! transaction and shapes the answer.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::Value;
-use tidesync_protocol::{ErrorBody, MutationResult, MutationStatus, PushResponse, Strategy};
+use tidesync_protocol::{
+    ErrorBody, MutationResult, MutationStatus, PushResponse, Strategy, PUSH_PATH,
+};
 
 use crate::auth::Auth;
+use crate::cursor;
 use crate::db::StoredRecord;
 use crate::error::{clip_message, ApiError};
 use crate::http::extract::JsonBody;
-use crate::http::{check_types, AppState};
-use crate::sync::{
-    check_id, iso_ms, now_ms, parse_mutation, parse_seed_record, PushItem, Rejection,
-};
+use crate::http::seed;
+use crate::http::state::AppState;
+use crate::http::types::check_types;
+use crate::sync::{check_id, iso_ms, now_ms, parse_mutation, PushItem, Rejection};
+
+/// The push route.
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new().route(PUSH_PATH, post(push))
+}
 
 type Parsed = Result<PushItem, Rejection>;
 
@@ -32,7 +41,7 @@ struct Prepared {
     mutation_ids: Vec<Option<String>>,
 }
 
-pub(crate) async fn push(
+async fn push(
     State(st): State<Arc<AppState>>,
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
@@ -116,19 +125,13 @@ pub(crate) async fn push(
         mutations = results.len(),
         "push committed"
     );
-    if let Some(hooks) = &st.test_hooks {
-        if hooks.take(&auth.tenant) {
-            tracing::warn!(tenant = %auth.tenant, "test hook: dropping this push's response");
-            return Ok(StatusCode::INTERNAL_SERVER_ERROR.into_response());
-        }
-    }
     seed_data.sort_by_key(|(i, _)| *i);
     let data = seed_data.into_iter().map(|(_, r)| r).collect();
     Ok(Json(PushResponse {
         success: true,
         data,
         results,
-        cursor: last_seq.map(|s| format!("c1.{s}")),
+        cursor: last_seq.map(cursor::encode),
         sync_timestamp: iso_ms(now_ms()),
     })
     .into_response())
@@ -144,42 +147,10 @@ fn prepare(st: &AppState, tenant: &str, body: Value) -> Result<Prepared, ApiErro
     };
     let max = st.limits.max_mutations;
     let max_fields = st.limits.max_fields;
-    let too_many = |n: usize| ApiError::PayloadTooLarge {
-        message: format!("{n} mutations in one push; at most {max}"),
-        max_body_bytes: st.limits.max_body_bytes,
-        max_mutations: max,
-    };
     let (client_id, parsed): (Option<String>, Vec<Parsed>) = if let Some(changes) =
         obj.remove("changes")
     {
-        let Value::Object(changes) = changes else {
-            return Err(ApiError::Validation(
-                "changes: expected an object of entity type → array of records".into(),
-            ));
-        };
-        let mut total = 0usize;
-        for (t, records) in &changes {
-            match records {
-                Value::Array(a) => total += a.len(),
-                _ => {
-                    return Err(ApiError::Validation(format!(
-                        "changes.{t}: expected an array of records"
-                    )))
-                }
-            }
-        }
-        if total > max {
-            return Err(too_many(total));
-        }
-        check_types(&st.registry, tenant, changes.keys())?;
-        let mut parsed = Vec::with_capacity(total);
-        for (t, records) in changes {
-            if let Value::Array(a) = records {
-                for (i, r) in a.into_iter().enumerate() {
-                    parsed.push(parse_seed_record(&t, i, r, max_fields));
-                }
-            }
-        }
+        let parsed = seed::read_changes(changes, &st.registry, tenant, &st.limits)?;
         (None, parsed)
     } else if let Some(mutations) = obj.remove("mutations") {
         let client_id = match obj.get("clientId") {
@@ -194,7 +165,7 @@ fn prepare(st: &AppState, tenant: &str, body: Value) -> Result<Prepared, ApiErro
             return Err(ApiError::Validation("mutations: expected an array".into()));
         };
         if mutations.len() > max {
-            return Err(too_many(mutations.len()));
+            return Err(st.limits.too_many_mutations(mutations.len()));
         }
         // An unregistered type anywhere fails the whole request.
         let named: Vec<String> = mutations

@@ -28,7 +28,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -39,10 +39,10 @@ use futures_util::stream::{self, Stream};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::auth::{unix_now, Auth};
+use crate::auth::{bearer_claims, unix_now, Auth, Authenticator};
+use crate::cursor;
 use crate::db::Repo;
 use crate::error::ApiError;
-use crate::http::AppState;
 
 use hub::{Hub, Membership, Refusal};
 use ticket::{StreamIdentity, TicketKeys};
@@ -74,10 +74,12 @@ pub struct LiveArgs {
     pub live_ticket_secs: u64,
 }
 
-/// The live side of one server process.
+/// The live side of one server process. Cheap to clone: the routes read it
+/// from the router's state (`FromRef`).
+#[derive(Clone)]
 pub struct Live {
     hub: Arc<Hub>,
-    tickets: TicketKeys,
+    tickets: Arc<TicketKeys>,
     heartbeat: Duration,
 }
 
@@ -102,7 +104,7 @@ impl Live {
                 args.live_max_streams_per_token,
                 args.live_max_streams,
             )),
-            tickets: TicketKeys::new(secret, args.live_ticket_secs),
+            tickets: Arc::new(TicketKeys::new(secret, args.live_ticket_secs)),
             heartbeat,
         }
     }
@@ -144,47 +146,40 @@ impl Live {
     }
 }
 
-/// The live routes, to merge into the router.
-pub fn routes() -> Router<Arc<AppState>> {
+/// The live routes, to merge into a router whose state provides the
+/// [`Live`] side and the [`Authenticator`].
+pub fn routes<S>() -> Router<S>
+where
+    Live: FromRef<S>,
+    Authenticator: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route(EVENTS_PATH, get(events))
         .route(TICKET_PATH, post(issue_ticket))
 }
 
-fn cursor(seq: i64) -> String {
-    format!("c1.{seq}")
-}
-
 /// The bearer token's identity and expiry, from `Authorization`.
-fn bearer_identity(parts: &Parts, st: &AppState) -> Result<StreamIdentity, ApiError> {
-    let auth = crate::auth::authenticate(parts, &st.keys)?;
-    let token = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.get(7..))
-        .unwrap_or_default()
-        .trim();
-    let exp = st
-        .keys
-        .verify(token)
-        .map(|claims| claims.exp)
-        .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
+fn bearer_identity(
+    parts: &Parts,
+    authenticator: &Authenticator,
+) -> Result<StreamIdentity, ApiError> {
+    let claims = bearer_claims(parts, authenticator.keys())?;
     Ok(StreamIdentity {
-        tenant: auth.tenant,
-        sub: auth.sub,
-        token_exp: exp,
+        tenant: claims.tenant,
+        sub: claims.sub,
+        token_exp: claims.exp,
     })
 }
 
 async fn issue_ticket(
-    State(st): State<Arc<AppState>>,
+    State(live): State<Live>,
+    State(authenticator): State<Authenticator>,
     _rate_limited: Auth,
     parts: Parts,
 ) -> Result<Response, ApiError> {
-    let who = bearer_identity(&parts, &st)?;
-    let ticket = st
-        .live
+    let who = bearer_identity(&parts, &authenticator)?;
+    let ticket = live
         .tickets
         .mint(&who, unix_now())
         .map_err(|e| ApiError::Unauthorized(format!("could not sign a ticket: {e}")))?;
@@ -193,7 +188,7 @@ async fn issue_ticket(
         Json(json!({
             "success": true,
             "ticket": ticket,
-            "expiresIn": st.live.tickets.ttl_secs(),
+            "expiresIn": live.tickets.ttl_secs(),
         })),
     )
         .into_response())
@@ -209,7 +204,8 @@ fn last_event_id(headers: &HeaderMap, query: &HashMap<String, String>) -> Option
 }
 
 async fn events(
-    State(st): State<Arc<AppState>>,
+    State(live): State<Live>,
+    State(authenticator): State<Authenticator>,
     Query(query): Query<HashMap<String, String>>,
     parts: Parts,
 ) -> Result<Response, ApiError> {
@@ -221,15 +217,14 @@ async fn events(
         ));
     }
     let who = match query.get("ticket") {
-        Some(ticket) => st
-            .live
+        Some(ticket) => live
             .tickets
             .verify(ticket)
             .map_err(|e| ApiError::Unauthorized(format!("invalid live ticket: {e}")))?,
-        None => bearer_identity(&parts, &st)?,
+        None => bearer_identity(&parts, &authenticator)?,
     };
     let last_seen = last_event_id(&parts.headers, &query);
-    let hub = st.live.hub.clone();
+    let hub = live.hub.clone();
     let token_key = format!("{}\u{0}{}", who.tenant, who.sub);
     let (membership, mut latest) = hub.join(&who.tenant, &token_key).map_err(|r| match r {
         Refusal::TooManyForToken(n) => ApiError::TooManyStreams(format!(
@@ -243,11 +238,14 @@ async fn events(
     })?;
     hub.refresh(std::slice::from_ref(&who.tenant)).await?;
     let current = *latest.borrow_and_update();
-    let heartbeat = st.live.heartbeat;
+    let heartbeat = live.heartbeat;
     let mut opening = VecDeque::new();
-    opening.push_back(Event::default().event("ready").data(
-        json!({"heartbeat": heartbeat.as_millis() as u64, "cursor": cursor(current)}).to_string(),
-    ));
+    opening.push_back(
+        Event::default().event("ready").data(
+            json!({"heartbeat": heartbeat.as_millis() as u64, "cursor": cursor::encode(current)})
+                .to_string(),
+        ),
+    );
     if last_seen != Some(current) {
         opening.push_back(poke(current));
     }
@@ -279,7 +277,7 @@ fn poke(seq: i64) -> Event {
     Event::default()
         .event("poke")
         .id(seq.to_string())
-        .data(json!({ "cursor": cursor(seq) }).to_string())
+        .data(json!({ "cursor": cursor::encode(seq) }).to_string())
 }
 
 fn goodbye(reason: &str) -> Event {

@@ -6,7 +6,7 @@
 
 mod parse;
 
-pub use parse::{check_id, parse_mutation, parse_seed_record};
+pub use parse::{check_id, parse_mutation, strip_reserved};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::HashSet;

@@ -2,7 +2,9 @@
 // scripts/test.sh) on 127.0.0.1 with a private SQLite file and config, for
 // end-to-end replication tests, or over a given database (`db`: a
 // PostgreSQL URL shared by several processes). Tokens are minted by its
-// `token` command.
+// `token` command. `testHooks: true` starts it with `--test-hooks` (lose a
+// push answer on request), which needs a build with the `test-hooks` feature
+// (as scripts/test.sh builds it).
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,6 +15,7 @@ const SECRET = "e2e-test-secret-at-least-32-bytes-long";
 
 export async function startTidesyncServer({
   strategy = "last-write-wins", entityTypes = ["notes", "end_user", "interactions"], args = [], db = null,
+  testHooks = false,
 } = {}) {
   // Serves www/ and pkg/ of this checkout, like `npm start`.
   const dir = mkdtempSync(join(tmpdir(), "tidesync-e2e-"));
@@ -21,7 +24,7 @@ export async function startTidesyncServer({
   const env = { ...process.env, TIDESYNC_JWT_SECRET: SECRET, RUST_LOG: "warn" };
   const child = spawn(BINARY, [
     "--bind", "127.0.0.1:0", "--db", db ?? join(dir, "tidesync.db"), "--config", join(dir, "tidesync.toml"),
-    "--test-hooks", "--rate-limit", "0", ...args,
+    ...(testHooks ? ["--test-hooks"] : []), "--rate-limit", "0", ...args,
   ], { env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const exited = new Promise((ok) => child.once("exit", ok));
