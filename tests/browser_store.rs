@@ -1,7 +1,12 @@
 #![cfg(target_arch = "wasm32")]
 //! The IndexedDB store in a real Chromium: what is written reads back, the
-//! schema is there, seq is persisted, and dead letters move atomically.
+//! schema is there, seq is persisted, and dead letters move atomically; and
+//! the store contract (`tests/support/store_contract/`), the same cases the
+//! in-memory store passes natively in `tests/store_contract.rs`.
 
+mod support;
+
+use support::store_contract::{self as contract, StoreUnderTest};
 use tidesync::engine::ports::Store;
 use tidesync::engine::task::{FailedTask, HttpRequest, Priority, Task, TaskKind};
 use tidesync::store::idb::IdbStore;
@@ -151,3 +156,36 @@ async fn meta_values_round_trip() {
         Some(tidesync::store::idb::SCHEMA_VERSION)
     );
 }
+
+// ----- the store contract -----
+
+/// A fresh IndexedDB database: the outbox's tasks and the replicated
+/// records are one database, one store.
+struct Idb(IdbStore);
+
+impl StoreUnderTest for Idb {
+    type Tasks = IdbStore;
+    type Records = IdbStore;
+
+    fn tasks(&self) -> &IdbStore {
+        &self.0
+    }
+
+    fn records(&self) -> &IdbStore {
+        &self.0
+    }
+}
+
+macro_rules! on_indexeddb {
+    ($case:ident) => {
+        #[wasm_bindgen_test]
+        async fn $case() {
+            let store = IdbStore::open(&unique(stringify!($case)))
+                .await
+                .expect("open");
+            contract::$case(&Idb(store)).await;
+        }
+    };
+}
+
+contract::cases!(on_indexeddb);
