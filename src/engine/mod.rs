@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod capture;
 pub mod classify;
 pub mod credentials;
+pub mod dependency;
 pub mod events;
 pub mod live;
 pub mod options;
@@ -19,7 +20,9 @@ pub mod outbox;
 pub mod ports;
 pub mod query;
 pub mod replication;
+pub mod retention;
 pub mod schedule;
+pub mod storage;
 pub mod task;
 pub mod time;
 

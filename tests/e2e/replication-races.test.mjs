@@ -122,3 +122,82 @@ test("flush() with a plain request and a 300-mutation push in flight together re
     await env.close();
   }
 });
+
+/** Devices in contexts of their own (separate IndexedDB), nothing automatic: each step is explicit. */
+async function devices(env, count) {
+  const list = [];
+  for (let i = 0; i < count; i++) {
+    const context = await browser.newContext();
+    const page = await tab(context, { ...env.options, name: `device-${i}`, autoFlush: false, live: false });
+    list.push({ context, page });
+  }
+  return list;
+}
+const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+const put = (device, title) => device.page.evaluate((t) => window.client.put("notes", { id: "n1", title: t }), title);
+const run = (device, method) => device.page.evaluate((m) => window.client[m](), method);
+
+test("settling a conflict keeps the edit's own time: a later edit of another device still wins", async () => {
+  const env = await setUp();
+  const [a, b, c] = await devices(env, 3);
+  try {
+    await put(c, "v0");
+    await run(c, "sync");
+    for (const d of [a, b]) await run(d, "sync");
+    await a.context.setOffline(true);
+    await b.context.setOffline(true);
+    await put(c, "C"); // first edit
+    await run(c, "sync");
+    await pause(100);
+    await put(a, "A"); // second edit, offline
+    await pause(500);
+    await put(b, "B"); // last edit, offline
+    await pause(1500);
+    await a.context.setOffline(false);
+    await run(a, "pull"); // A's edit meets C's copy on the pull and wins (it is later)
+    await run(a, "sync");
+    await b.context.setOffline(false);
+    await run(b, "sync"); // B's edit is the last one made: it must win
+    for (const d of [a, c]) await run(d, "sync");
+
+    const [onServer] = (await env.server.snapshot(env.token)).notes;
+    assert.equal(onServer.title, "B", "the last edit by edit time");
+    for (const d of [a, b, c]) {
+      assert.equal((await d.page.evaluate(() => window.client.get("notes", "n1"))).title, "B");
+    }
+  } finally {
+    for (const d of [a, b, c]) await d.context.close();
+    await env.close();
+  }
+});
+
+test("a pull settles last-write-wins by edit times, not by when the server stored the other edit", async () => {
+  const env = await setUp();
+  const [a, b] = await devices(env, 2);
+  try {
+    await put(a, "v0");
+    await run(a, "sync");
+    await run(b, "sync");
+    await a.context.setOffline(true);
+    await b.context.setOffline(true);
+    await put(b, "B"); // edited first…
+    await pause(500);
+    await put(a, "A"); // …edited last
+    await pause(500);
+    await b.context.setOffline(false);
+    await run(b, "sync"); // B's edit reaches the server after A's edit was made
+    await a.context.setOffline(false);
+    await run(a, "pull"); // the conflict is settled here, on the pull
+    await run(a, "sync");
+    await run(b, "sync");
+
+    const [onServer] = (await env.server.snapshot(env.token)).notes;
+    assert.equal(onServer.title, "A", "A's edit is the later one");
+    for (const d of [a, b]) {
+      assert.equal((await d.page.evaluate(() => window.client.get("notes", "n1"))).title, "A");
+    }
+  } finally {
+    for (const d of [a, b]) await d.context.close();
+    await env.close();
+  }
+});
