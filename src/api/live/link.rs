@@ -291,7 +291,7 @@ impl LinkDriver {
             body: Some(Body::Json(serde_json::json!({}))),
         };
         let response = HttpTransport
-            .send(&request, self.request_timeout)
+            .send(&request, self.request_timeout, Some(4096))
             .await
             .map_err(|_| Failure::Network)?;
         match (response.status, response.body) {
