@@ -40,7 +40,8 @@ async function twoDevices(server) {
   const name = unique("volume");
   const ctxA = await browser.newContext();
   const ctxB = await browser.newContext();
-  const options = { serverUrl: server.url, token, entityTypes: ["end_user"] };
+  // sync() by hand, measured: no live connection pulling ahead of it.
+  const options = { serverUrl: server.url, token, entityTypes: ["end_user"], live: false };
   const a = await device(ctxA, { ...options, name });
   const b = await device(ctxB, { ...options, name });
   return { token, ctxA, a, b, close: async () => { await ctxA.close(); await ctxB.close(); } };
