@@ -257,3 +257,35 @@ test("live: false opens no stream; live needs serverUrl and entityTypes", async 
     await server.close();
   }
 });
+
+test("the demo (www/) updates across windows and devices without a click", async () => {
+  const server = await startTidesyncServer({ strategy: "merge" });
+  const token = server.token("live-demo");
+  const device = await browser.newContext();
+  const other = await browser.newContext();
+  try {
+    const open = async (context) => {
+      const page = await context.newPage();
+      page.on("pageerror", (e) => console.error("demo page error:", e.message));
+      await page.goto(`${server.url}/?token=${token}`);
+      await waitInPage(page, () => document.getElementById("live").textContent === "live", undefined, 15000);
+      return page;
+    };
+    const first = await open(device);
+    const second = await open(device); // another window of the same browser
+    const elsewhere = await open(other); // another device
+    await first.fill("#title", "Written in the first window");
+    await first.click("button[type=submit]");
+    for (const page of [second, elsewhere]) {
+      await waitInPage(page, () => [...document.querySelectorAll("#notes .title")].some((t) => t.textContent === "Written in the first window"),
+        undefined, WITHIN_MS);
+    }
+    await elsewhere.locator("#notes li input[type=checkbox]").first().check();
+    await waitInPage(first, () => document.querySelectorAll("#notes li.done").length === 1, undefined, WITHIN_MS);
+    await waitInPage(second, () => document.querySelectorAll("#notes li.done").length === 1, undefined, WITHIN_MS);
+  } finally {
+    await device.close();
+    await other.close();
+    await server.close();
+  }
+});
