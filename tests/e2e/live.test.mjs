@@ -289,3 +289,27 @@ test("the demo (www/) updates across windows and devices without a click", async
     await server.close();
   }
 });
+
+test("a client given only getToken connects: the ticket is asked for with the token getToken returns", async () => {
+  const server = await startTidesyncServer();
+  const token = server.token("live-get-token");
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${pages.url}/pages/harness.html`);
+    await page.waitForFunction(() => window.harnessReady === true);
+    await page.evaluate(async ({ url, token }) => {
+      window.asked = 0;
+      window.client = await window.tidesync.SyncClient.open({
+        name: "get-token-only", serverUrl: url, entityTypes: ["notes"], logLevel: "silent",
+        getToken: async () => { window.asked++; return token; },
+      });
+    }, { url: server.url, token });
+    await waitOpen(page);
+    assert.ok(await page.evaluate(() => window.asked) >= 1, "getToken was asked");
+    assert.equal(await server.metric("tidesync_live_streams"), 1);
+  } finally {
+    await context.close();
+    await server.close();
+  }
+});
