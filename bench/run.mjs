@@ -12,6 +12,8 @@
 //                                            request or transaction at a time (default 1:
 //                                            25 s to 2 min each)
 //   BENCH_ONLY='replay\.1000' node bench/run.mjs  only the measurements whose id matches
+//   BENCH_LIVE_SAMPLES=100 node bench/run.mjs  writes per live latency row (default 30;
+//                                            bench/live.mjs)
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -19,6 +21,7 @@ import { execFileSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { startBenchServer } from "./server.mjs";
 import { startTidesyncServer } from "../tests/e2e/support/tidesync-server.mjs";
+import { liveRows } from "./live.mjs";
 import { launchBrowser } from "../tests/e2e/support/browser.mjs";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
@@ -333,6 +336,9 @@ try {
       await reference.close();
     }
   }
+  if (["live.latency.1", "live.latency.100", "live.latency.1000", "live.memory.per-stream"].some(selected)) {
+    results.push(...await liveRows({ openPage, log }));
+  }
   if (WORKBOX) {
     await workboxPair(LATENCY_N, RUNS, false, LATENCY_MS);
     await measure({ id: "workbox.enqueue.sequential.1000", sdk: "Workbox", what: "enqueue, awaited one by one", n: 1000, concurrency: null, unit: "tasks/s" },
@@ -400,6 +406,8 @@ for (const r of results) {
   if (s.averageRequestMs !== undefined) notes.push(`getMetrics().averageRequestMs ${s.averageRequestMs}`);
   if (s.peakJsHeapBytes) notes.push(`peak JS heap ${MiB(s.peakJsHeapBytes)} (from ${MiB(s.baselineJsHeapBytes)})`);
   if (s.wasmMemoryBytes) notes.push(`wasm memory ${MiB(s.wasmMemoryBytes)}`);
+  if (s.p95Ms !== undefined) notes.push(`p95 ${s.p95Ms} ms, max ${s.maxMs} ms; server RSS ${MiB(s.serverRssBytes)}`);
+  if (s.perStreamBytes !== undefined) notes.push(`server RSS ${MiB(s.rssWithOneBytes)} with one stream`);
   rows.push([`${r.sdk} ${r.what}`, r.n.toLocaleString("en-US"), r.concurrency ?? "–", r.runs, r.median.toLocaleString("en-US"), r.unit, notes.join("; ")]);
 }
 for (const [file, size] of Object.entries(bundle)) {

@@ -48,7 +48,7 @@ impl ReplicaPorts for BrowserReplica {
 }
 
 /// The `getToken` option: called when the server refuses the credentials.
-pub struct JsTokens(Option<Function>);
+pub struct JsTokens(pub(crate) Option<Function>);
 
 impl TokenSource for JsTokens {
     async fn fresh_token(&self) -> Option<String> {
@@ -111,6 +111,7 @@ impl SyncClient {
             let events = Rc::new(JsEvents::new(logger));
             let live = crate::api::live::LiveParts::new(
                 options.live.clone().zip(options.outbox.server_url.clone()),
+                JsTokens(options.get_token.clone()),
             );
             let mut outbox = Outbox::<BrowserPorts>::open(
                 OutboxPorts {

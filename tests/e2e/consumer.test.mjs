@@ -135,6 +135,9 @@ test("Vite bundles the app, and the bundle completes a task in Chromium", async 
   assert.deepEqual(result.outcomes.slice(0, 2), ["complete", "complete"]);
   assert.match(result.outcomes[2], /^failed: /);
   assert.equal(server.received("/api/consumer/retry").length, 2, "503 then 201");
+  // subscribe(): the callback form and the React hook (docs/live.md) rendering through React 19.
+  assert.deepEqual(result.subscribed, [["n1"], ["n3", "n1"], ["n3"]]);
+  assert.deepEqual(result.rendered, ["Typed", "Another | Typed", "Another"]);
   assert.deepEqual(errors, []);
   await page.close();
   runtimeSamples = result.samples;
@@ -143,6 +146,13 @@ test("Vite bundles the app, and the bundle completes a task in Chromium", async 
 // Every value the bundle received at run time, written as a typed TypeScript
 // literal: excess-property and missing-property checks make tsc fail when the
 // .d.ts and what the SDK really returns disagree.
+test("the React hook in docs/live.md is the file the consumer app type-checks, bundles and renders", () => {
+  const docs = readFileSync(join(ROOT, "docs/live.md"), "utf8");
+  const hook = /### React[\s\S]*?```ts\n([\s\S]*?)```/.exec(docs)?.[1];
+  assert.ok(hook, "docs/live.md has a ```ts block under ### React");
+  assert.equal(readFileSync(join(APP, "src/useRecords.ts"), "utf8"), hook);
+});
+
 let runtimeSamples;
 test("what the SDK returns at run time type-checks against the declarations", (t) => {
   if (!runtimeSamples) return t.skip("needs the Vite test's samples");
@@ -155,10 +165,11 @@ test("what the SDK returns at run time type-checks against the declarations", (t
     flushReport: "FlushReport", metrics: "SyncMetrics", health: "SyncHealth",
     taskStatusPending: "TaskStatus | null", taskStatusComplete: "TaskStatus | null", failedList: "FailedTask[]",
     recordPut: "SyncedRecord", recordGet: "SyncedRecord | null", recordQuery: "SyncedRecord[]", mutations: "QueuedTask[]",
+    liveStatus: "LiveStatus", snapshot: "RecordsSnapshot",
   };
   assert.deepEqual(Object.keys(runtimeSamples).sort(), Object.keys(types).sort(), "every sample was collected");
   const lines = [
-    'import type { FailedTask, FlushReport, QueuedTask, SyncEvents, SyncHealth, SyncMetrics, SyncStatus, SyncedRecord, TaskStatus } from "tidesync";',
+    'import type { FailedTask, FlushReport, LiveStatus, QueuedTask, RecordsSnapshot, SyncEvents, SyncHealth, SyncMetrics, SyncStatus, SyncedRecord, TaskStatus } from "tidesync";',
     ...Object.entries(types).map(([name, type]) => `export const ${name}: ${type} = ${JSON.stringify(runtimeSamples[name], null, 2)};`),
   ];
   const dir = join(APP, "node_modules/.runtime-shapes");

@@ -257,3 +257,59 @@ test("live: false opens no stream; live needs serverUrl and entityTypes", async 
     await server.close();
   }
 });
+
+test("the demo (www/) updates across windows and devices without a click", async () => {
+  const server = await startTidesyncServer({ strategy: "merge" });
+  const token = server.token("live-demo");
+  const device = await browser.newContext();
+  const other = await browser.newContext();
+  try {
+    const open = async (context) => {
+      const page = await context.newPage();
+      page.on("pageerror", (e) => console.error("demo page error:", e.message));
+      await page.goto(`${server.url}/?token=${token}`);
+      await waitInPage(page, () => document.getElementById("live").textContent === "live", undefined, 15000);
+      return page;
+    };
+    const first = await open(device);
+    const second = await open(device); // another window of the same browser
+    const elsewhere = await open(other); // another device
+    await first.fill("#title", "Written in the first window");
+    await first.click("button[type=submit]");
+    for (const page of [second, elsewhere]) {
+      await waitInPage(page, () => [...document.querySelectorAll("#notes .title")].some((t) => t.textContent === "Written in the first window"),
+        undefined, WITHIN_MS);
+    }
+    await elsewhere.locator("#notes li input[type=checkbox]").first().check();
+    await waitInPage(first, () => document.querySelectorAll("#notes li.done").length === 1, undefined, WITHIN_MS);
+    await waitInPage(second, () => document.querySelectorAll("#notes li.done").length === 1, undefined, WITHIN_MS);
+  } finally {
+    await device.close();
+    await other.close();
+    await server.close();
+  }
+});
+
+test("a client given only getToken connects: the ticket is asked for with the token getToken returns", async () => {
+  const server = await startTidesyncServer();
+  const token = server.token("live-get-token");
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${pages.url}/pages/harness.html`);
+    await page.waitForFunction(() => window.harnessReady === true);
+    await page.evaluate(async ({ url, token }) => {
+      window.asked = 0;
+      window.client = await window.tidesync.SyncClient.open({
+        name: "get-token-only", serverUrl: url, entityTypes: ["notes"], logLevel: "silent",
+        getToken: async () => { window.asked++; return token; },
+      });
+    }, { url: server.url, token });
+    await waitOpen(page);
+    assert.ok(await page.evaluate(() => window.asked) >= 1, "getToken was asked");
+    assert.equal(await server.metric("tidesync_live_streams"), 1);
+  } finally {
+    await context.close();
+    await server.close();
+  }
+});

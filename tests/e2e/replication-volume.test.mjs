@@ -40,7 +40,7 @@ async function twoDevices(server) {
   const name = unique("volume");
   const ctxA = await browser.newContext();
   const ctxB = await browser.newContext();
-  // No live connection: each pull below is the one measured (a poke would pull first).
+  // sync() by hand, measured: no live connection pulling ahead of it.
   const options = { serverUrl: server.url, token, entityTypes: ["end_user"], live: false };
   const a = await device(ctxA, { ...options, name });
   const b = await device(ctxB, { ...options, name });

@@ -18,7 +18,7 @@ use crate::api::client::Inner;
 use crate::api::live::Status;
 use crate::api::replication::pull_and_adopt;
 use crate::engine::live::{Command, Failure, LinkState, LiveLink, LiveOptions, PullOutcome};
-use crate::engine::ports::{Locks, Transport};
+use crate::engine::ports::{Locks, TokenSource, Transport};
 use crate::engine::task::{Body, HttpRequest, ResponseBody};
 use crate::platform::event_source::{LiveSource, StreamEvent};
 use crate::platform::global;
@@ -278,29 +278,47 @@ impl LinkDriver {
     }
 
     /// Exchanges the bearer token for a ticket (EventSource cannot send
-    /// headers, and the token must not go in the URL).
+    /// headers, and the token must not go in the URL). Without a token, or
+    /// when the ticket is refused, `getToken` is asked once.
     async fn fetch_ticket(&self) -> Result<String, Failure> {
         let inner = self.inner.upgrade().ok_or(Failure::Network)?;
-        let token = inner.outbox().token().ok_or(Failure::Auth)?;
-        let mut headers = BTreeMap::new();
-        headers.insert("Authorization".to_owned(), format!("Bearer {token}"));
-        let request = HttpRequest {
-            url: format!("{}{}", self.server_url, protocol::EVENTS_TICKET_PATH),
-            method: "POST".into(),
-            headers,
-            body: Some(Body::Json(serde_json::json!({}))),
-        };
-        let response = HttpTransport
-            .send(&request, self.request_timeout, None)
-            .await
-            .map_err(|_| Failure::Network)?;
-        match (response.status, response.body) {
-            (200..=299, ResponseBody::Json(body)) => body["ticket"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or(Failure::Network),
-            (401 | 403, _) => Err(Failure::Auth),
-            _ => Err(Failure::Network),
+        let mut token = inner.outbox().token();
+        let mut asked = false;
+        loop {
+            let bearer = match token.take() {
+                Some(bearer) => bearer,
+                None if !asked => {
+                    asked = true;
+                    token = fresh_token(&inner).await;
+                    continue;
+                }
+                None => return Err(Failure::Auth),
+            };
+            let mut headers = BTreeMap::new();
+            headers.insert("Authorization".to_owned(), format!("Bearer {bearer}"));
+            let request = HttpRequest {
+                url: format!("{}{}", self.server_url, protocol::EVENTS_TICKET_PATH),
+                method: "POST".into(),
+                headers,
+                body: Some(Body::Json(serde_json::json!({}))),
+            };
+            let response = HttpTransport
+                .send(&request, self.request_timeout, Some(4096))
+                .await
+                .map_err(|_| Failure::Network)?;
+            return match (response.status, response.body) {
+                (200..=299, ResponseBody::Json(body)) => body["ticket"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or(Failure::Network),
+                (401 | 403, _) if !asked => {
+                    asked = true;
+                    token = fresh_token(&inner).await;
+                    continue;
+                }
+                (401 | 403, _) => Err(Failure::Auth),
+                _ => Err(Failure::Network),
+            };
         }
     }
 
@@ -419,6 +437,13 @@ impl LinkDriver {
             }
         }
     }
+}
+
+/// A token from `getToken`, handed to the outbox as `setToken()` would.
+async fn fresh_token(inner: &Inner) -> Option<String> {
+    let token = inner.live.tokens.fresh_token().await?;
+    inner.outbox().set_token(Some(token.clone()));
+    Some(token)
 }
 
 fn message(kind: &str, status: Option<&Status>) -> JsValue {

@@ -11,7 +11,7 @@ mod subscriptions;
 
 pub(crate) use changes::ObservedRecords;
 
-use crate::api::client::{to_js_value, Inner, SyncClient};
+use crate::api::client::{to_js_value, Inner, JsTokens, SyncClient};
 use crate::engine::live::LiveOptions;
 use crate::store::idb::IdbStore;
 use changes::ChangeFeed;
@@ -48,17 +48,20 @@ pub(crate) struct LiveParts {
     /// Pulls take turns: one the server poked for and one the app asked
     /// for (`pull()`, `sync()`) run one after the other.
     pub(crate) pull_turn: futures::lock::Mutex<()>,
+    /// `getToken`, asked when there is no token or the ticket is refused.
+    pub(crate) tokens: JsTokens,
 }
 
 impl LiveParts {
     /// `options` and the server URL when the client is to stay connected.
-    pub(crate) fn new(options: Option<(LiveOptions, String)>) -> Self {
+    pub(crate) fn new(options: Option<(LiveOptions, String)>, tokens: JsTokens) -> Self {
         let supported = crate::platform::event_source::supported();
         Self {
             options: options.filter(|_| supported),
             feed: Rc::new(ChangeFeed::default()),
             link: RefCell::new(None),
             pull_turn: futures::lock::Mutex::new(()),
+            tokens,
         }
     }
 

@@ -1,9 +1,14 @@
 // What a web developer writes: the README's quick start, bundled by Vite,
 // type-checked with `tsc --noEmit --strict`. The page completes one task
 // against the server given in `?server=` and shows what happened.
+import { createElement, type ReactElement } from "react";
+import { createRoot } from "react-dom/client";
 import init, {
   SyncClient,
   type FailureInfo,
+  type LiveStatus,
+  type RecordsSnapshot,
+  type SubscribeOptions,
   type QueuedTask,
   type SyncClientOptions,
   type SyncEventName,
@@ -12,6 +17,7 @@ import init, {
   type SyncStatus,
   type TidesyncError,
 } from "tidesync";
+import { useRecords } from "./useRecords.js";
 
 interface Result {
   ok: boolean;
@@ -20,6 +26,8 @@ interface Result {
   body?: unknown;
   pendingCount?: number;
   outcomes?: string[];
+  subscribed?: string[][];
+  rendered?: string[];
   samples?: Record<string, unknown>;
   error?: string;
 }
@@ -131,7 +139,8 @@ async function main(): Promise<Result> {
   await client.close();
 
   // Local records (replication), offline: put/get/query/delete and the queued mutations.
-  const records = await SyncClient.open({ name: "consumer-records", serverUrl: server, entityTypes: ["note"], autoFlush: false });
+  // (The test server is not a sync server: no live connection to it.)
+  const records = await SyncClient.open({ name: "consumer-records", serverUrl: server, entityTypes: ["note"], autoFlush: false, live: false });
   samples.recordPut = await records.put("note", { id: "n1", title: "Typed", tags: ["a", "b"], done: false });
   samples.recordGet = await records.get("note", "n1");
   await records.put("note", { id: "n2", title: "To delete" });
@@ -139,11 +148,56 @@ async function main(): Promise<Result> {
   samples.recordQuery = await records.query("note");
   samples.mutations = records.listQueued();
   if (!deleted || records.listQueued().length === 0) throw new Error("records: nothing deleted or queued");
+  const liveStatus: LiveStatus = records.getLiveStatus();
+  samples.liveStatus = liveStatus;
+
+  // Subscriptions: the callback form, and the React hook of docs/live.md rendered by React.
+  const subscribed: string[][] = [];
+  const unsubscribe: () => void = records.subscribe("note", OPEN_NOTES, (notes: RecordsSnapshot) => {
+    subscribed.push(notes.map((n) => n.id));
+    samples.snapshot = notes;
+  });
+  const host = document.body.appendChild(document.createElement("div"));
+  const root = createRoot(host);
+  root.render(createElement(OpenNotes, { client: records }));
+  const rendered = () => Array.from(host.querySelectorAll("li"), (li) => li.textContent ?? "").join(" | ");
+  const steps: string[] = [];
+  await until(() => rendered() === "Typed");
+  steps.push(rendered());
+  await records.put("note", { id: "n3", title: "Another", done: false });
+  await until(() => rendered() === "Another | Typed");
+  steps.push(rendered());
+  await records.put("note", { id: "n1", title: "Typed", tags: ["a", "b"], done: true });
+  await until(() => rendered() === "Another");
+  steps.push(rendered());
+  unsubscribe();
+  const calls = subscribed.length;
+  await records.put("note", { id: "n4", title: "After unsubscribing", done: false });
+  await until(() => rendered() === "After unsubscribing | Another");
+  if (subscribed.length !== calls) throw new Error("a callback ran after unsubscribe()");
+  root.unmount();
   await records.close();
   return {
     ok: true, id: task.id, status: response?.status, body: response?.body, pendingCount, outcomes,
-    samples: JSON.parse(JSON.stringify(samples)),
+    subscribed, rendered: steps, samples: JSON.parse(JSON.stringify(samples)),
   };
+}
+
+/** Open notes by title: a constant, so the hook subscribes once. */
+const OPEN_NOTES: SubscribeOptions = { where: { done: false }, orderBy: "title" };
+
+function OpenNotes({ client }: { client: SyncClient }): ReactElement {
+  const notes = useRecords(client, "note", OPEN_NOTES);
+  if (!notes) return createElement("p", null, "loading");
+  return createElement("ul", null, notes.map((n) => createElement("li", { key: n.id }, String(n.title))));
+}
+
+/** Resolves once `ready()` holds; fails after 5 s. */
+async function until(ready: () => boolean): Promise<void> {
+  for (let waited = 0; !ready(); waited += 20) {
+    if (waited > 5000) throw new Error(`timed out waiting for ${ready.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** Never called: type-level checks only (tsc fails on an unused @ts-expect-error). */
@@ -158,6 +212,12 @@ export function typeOnlyChecks(client: SyncClient): void {
   void SyncClient.open({ name: "x", retry: { maxRetries: "5" } });
   // @ts-expect-error on() returns the unsubscribe function, not a promise
   void client.on("online", () => {}).then;
+  // @ts-expect-error orderBy's direction is "asc" or "desc"
+  client.subscribe("note", { orderBy: ["title", "down"] }, () => {});
+  // @ts-expect-error snapshots are read-only
+  client.subscribe("note", (records) => records.push(records[0]!));
+  // @ts-expect-error "live:closed" passes {leader, reason, retryAt}, which has no `code`
+  client.on("live:closed", (info) => info.code);
 }
 
 main().then(
