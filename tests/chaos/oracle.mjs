@@ -47,7 +47,9 @@ export function judge({ ledger, proxy, devices, server, kills }) {
     if (keys.size > 1) violation("idempotency-key-changed", { opId, keys: [...keys] });
     for (let i = 1; i < deliveries.length; i++) {
       const before = deliveries[i - 1];
-      if (before.answered === false) {
+      // Lost: never written to the browser, or still held back (a late
+      // answer) when the client gave up and sent the request again.
+      if (before.answered !== true || before.answeredAt > deliveries[i].at) {
         countDuplicate("outbox-after-lost-answer");
       } else if (killsOf(issued.device).some((k) => k.at >= before.at - 50 && k.at <= deliveries[i].at)) {
         // The answer reached the browser, but the tab or worker holding it

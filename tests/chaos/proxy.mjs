@@ -243,6 +243,7 @@ export async function startFaultProxy({
       const { delivery, answer: reply } = outboxAnswer(device, path, body, req);
       delivery.fate = fate;
       delivery.answered = await deliver(fate, holdMs, res, async () => reply);
+      delivery.answeredAt = Date.now();
       return;
     }
     const isPush = path.endsWith("/api/client/sync/push");

@@ -28,6 +28,9 @@ const CHROMIUM_ARGS = [
 ];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Waits for `promise` at most `ms`, whatever its outcome. */
+const settle = (promise, ms) => Promise.race([promise.catch(() => {}), sleep(ms)]);
+
 /** `promise`, or a rejection naming `label` after `ms`: nothing in a run may hang it. */
 function withTimeout(promise, ms, label) {
   let timer;
@@ -121,6 +124,7 @@ class Device {
     for (let t = 1; t <= this.run.options.tabs; t++) {
       this.tabs[t] = { page: null, ready: null };
       await this.openTab(t);
+      this.run.log(`[phase] ${this.name}/t${t} open`);
     }
     // The worker must be active before anything is sent to it.
     await this.tabs[1].page.evaluate(() => navigator.serviceWorker.ready.then(() => true));
@@ -222,12 +226,12 @@ async function runDeviceEvents(run, device) {
 async function deviceEvent(run, device, event, slot, origin) {
   switch (event.kind) {
     case "offline":
-      try {
-        await device.context.setOffline(true);
-        await sleep(event.offlineMs);
-      } finally {
-        await device.context.setOffline(false);
-      }
+      // Playwright applies the setting to every page, then to every service
+      // worker; a worker stopped by "sw-stop" can leave that second step
+      // unanswered, after the pages have their setting. So do not wait on it.
+      await settle(device.context.setOffline(true), 3000);
+      await sleep(event.offlineMs);
+      await settle(device.context.setOffline(false), 3000);
       break;
     case "reload":
     case "close":
@@ -302,11 +306,18 @@ async function collect(run) {
     const statuses = [];
     for (let t = 1; t <= run.options.tabs; t++) {
       const page = await device.tab(t);
-      // A tab's status is its own view of the queue, refreshed by its flushes:
-      // flush once so it has seen what the other tabs and the worker did.
-      await withTimeout(page.evaluate(() => window.chaos.tryFlush()), 30000, `${device.name}/t${t} flush()`)
-        .catch((e) => run.note("collect", e.message));
-      statuses.push({ actor: `${device.name}/t${t}`, status: await withTimeout(page.evaluate(() => window.chaos.status()), 10000, "status") });
+      // A tab's status is its own view of the queue, refreshed by its flushes
+      // (not while its circuit is open): give it up to 10 s of flushes to see
+      // what the other tabs and the worker did.
+      let status;
+      for (let i = 0; i < 20; i++) {
+        await withTimeout(page.evaluate(() => window.chaos.tryFlush()), 30000, `${device.name}/t${t} flush()`)
+          .catch((e) => run.note("collect", e.message));
+        status = await withTimeout(page.evaluate(() => window.chaos.status()), 10000, "status");
+        if (status.pendingCount === 0 && status.inFlightCount === 0) break;
+        await sleep(500);
+      }
+      statuses.push({ actor: `${device.name}/t${t}`, status });
     }
     const sw = await withTimeout(first.evaluate(() => window.chaos.swStatus()), 30000, `${device.name}/sw status`).catch((e) => ({ error: e.message }));
     statuses.push({ actor: `${device.name}/sw`, status: sw?.error ? null : sw });
@@ -360,6 +371,10 @@ export async function runChaos(options) {
   console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers} --postgres <url>` : ""}`);
 
   run.servers = referenceServers({ entityTypes: ENTITY_TYPES, databaseUrl: options.postgres });
+  run.servers.onExit((label, code, signal, output) => {
+    console.log(`chaos: ${label} exited by itself (${code ?? signal}); its last output:\n${output}`);
+    run.note("server-exited", `${label}: ${code ?? signal}`);
+  });
   let browser;
   try {
     run.serverProcs = [];
@@ -378,7 +393,10 @@ export async function runChaos(options) {
     browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: CHROMIUM_ARGS, headless: true });
     browser.on("disconnected", () => { if (!run.closing) console.log("chaos: the browser disconnected (crashed?)"); });
     run.devices = devices.map((name) => new Device(name, run));
-    for (const device of run.devices) await device.start(browser);
+    for (const device of run.devices) {
+      await withTimeout(device.start(browser), 90000, `starting device ${device.name}`);
+      run.log(`[phase] device ${device.name} started`);
+    }
     run.proxy.setFaults(options.faults);
     const chaosStarted = Date.now();
 
@@ -398,7 +416,8 @@ export async function runChaos(options) {
     const chaosSeconds = (Date.now() - chaosStarted) / 1000;
 
     run.proxy.setFaults(false);
-    for (const d of run.devices) await d.context.setOffline(false);
+    for (const d of run.devices) await settle(d.context.setOffline(false), 3000);
+    run.log("[phase] every device online");
     const quiescence = await quiesce(run);
     run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
     const collected = await collect(run);
@@ -450,6 +469,9 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   } catch (error) {
     console.error(`chaos: ${error.message}`);
     process.exit(2);
+  }
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+    process.on(signal, () => console.log(`chaos: received ${signal} at ${new Date().toISOString()}`));
   }
   const result = await runChaos(options);
   process.exit(result.ok ? 0 : 1);

@@ -41,6 +41,9 @@ export function referenceServers({ entityTypes, strategy = "last-write-wins", da
   const env = { ...process.env, TIDESYNC_JWT_SECRET: SECRET, RUST_LOG: "warn" };
   const running = new Set();
 
+  /** Called with (label, code, signal, outputTail) when a server exits on its own. */
+  let onExit = null;
+
   async function start(label = "server") {
     const child = spawn(BINARY, [
       "--bind", "127.0.0.1:0", "--db", db, "--config", join(dir, "tidesync.toml"), "--rate-limit", "0",
@@ -60,7 +63,11 @@ export function referenceServers({ entityTypes, strategy = "last-write-wins", da
       child.once("exit", (code, signal) => { clearTimeout(timer); reject(new Error(`${label} exited ${code ?? signal}:\n${output}`)); });
     });
     child.removeAllListeners("exit");
-    child.on("exit", () => running.delete(child));
+    let expected = false;
+    child.on("exit", (code, signal) => {
+      running.delete(child);
+      if (!expected) onExit?.(label, code, signal, tail.join(""));
+    });
     // Keep reading its output so a chatty server never blocks on a full pipe.
     child.stdout.removeAllListeners("data");
     child.stderr.removeAllListeners("data");
@@ -74,11 +81,13 @@ export function referenceServers({ entityTypes, strategy = "last-write-wins", da
       output: () => tail.join(""),
       /** SIGKILL: no graceful shutdown, whatever was in flight is cut. */
       kill: () => new Promise((ok) => {
+        expected = true;
         if (child.exitCode !== null || child.signalCode !== null) return ok();
         child.once("exit", ok);
         child.kill("SIGKILL");
       }),
       stop: () => new Promise((ok) => {
+        expected = true;
         if (child.exitCode !== null || child.signalCode !== null) return ok();
         child.once("exit", ok);
         child.kill("SIGTERM");
@@ -93,9 +102,11 @@ export function referenceServers({ entityTypes, strategy = "last-write-wins", da
   return {
     db,
     start,
+    onExit: (callback) => { onExit = callback; },
     token,
     /** Stops every server still running and removes the private directory. */
     close: async () => {
+      onExit = null;
       await Promise.all([...running].map((child) => new Promise((ok) => {
         if (child.exitCode !== null || child.signalCode !== null) return ok();
         child.once("exit", ok);
