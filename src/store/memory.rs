@@ -143,6 +143,11 @@ impl Store for MemoryStore {
         let Some(failed) = self.failed.borrow_mut().remove(id) else {
             return Ok(None);
         };
+        if let Some(queued) = self.tasks.borrow().get(id) {
+            // The app registered this id again since it failed: the newer
+            // payload wins (as in IndexedDB).
+            return Ok(Some(queued.clone()));
+        }
         let mut task = failed.task;
         self.seq.set(self.seq.get() + 1);
         task.seq = self.seq.get();
