@@ -94,9 +94,7 @@ fn a_fresh_token_from_get_token_retries_transparently() {
 fn concurrent_requests_refused_for_the_same_stale_token_need_only_one_fresh_token() {
     let b = bench_with(OutboxOptions::default(), Some("expired"));
     b.tokens.tokens.borrow_mut().push("fresh".into());
-    for i in 0..4 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..4);
     b.respond(
         |request, _| match request.headers.get("Authorization").map(String::as_str) {
             Some("Bearer fresh") => answer(200),

@@ -11,9 +11,7 @@ use support::outbox::*;
 #[test]
 fn the_breaker_opens_after_the_threshold_and_lets_nothing_through_while_open() {
     let b = bench_with(breaker_options(), None);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
 
     let report = b.flush();
@@ -38,9 +36,7 @@ fn the_breaker_opens_after_the_threshold_and_lets_nothing_through_while_open() {
 #[test]
 fn a_flush_behind_an_open_circuit_does_not_read_the_queue_back_from_storage() {
     let b = bench_with(breaker_options(), None);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
     b.flush();
     assert_eq!(b.outbox.status().circuit, "open");
@@ -65,9 +61,7 @@ fn a_flush_behind_an_open_circuit_does_not_read_the_queue_back_from_storage() {
 #[test]
 fn a_half_open_breaker_sends_one_probe_and_a_failed_probe_doubles_the_cooldown() {
     let b = bench_with(breaker_options(), None);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
     b.flush();
 
@@ -75,14 +69,7 @@ fn a_half_open_breaker_sends_one_probe_and_a_failed_probe_doubles_the_cooldown()
     b.flush();
 
     assert_eq!(b.sent_count(), 4, "exactly one probe");
-    let cooldowns: Vec<Millis> = b
-        .events_named("circuit:open")
-        .into_iter()
-        .map(|e| match e {
-            Event::CircuitOpen { cooldown, .. } => cooldown,
-            _ => unreachable!(),
-        })
-        .collect();
+    let cooldowns = b.cooldowns();
     assert_eq!(cooldowns, [1000.0, 2000.0]);
 
     b.clock.set(T0 + 3000.0);
@@ -91,14 +78,7 @@ fn a_half_open_breaker_sends_one_probe_and_a_failed_probe_doubles_the_cooldown()
     b.flush();
     b.clock.set(T0 + 11_000.0);
     b.flush();
-    let cooldowns: Vec<Millis> = b
-        .events_named("circuit:open")
-        .into_iter()
-        .map(|e| match e {
-            Event::CircuitOpen { cooldown, .. } => cooldown,
-            _ => unreachable!(),
-        })
-        .collect();
+    let cooldowns = b.cooldowns();
     assert_eq!(
         cooldowns,
         [1000.0, 2000.0, 4000.0, 4000.0, 4000.0],
@@ -110,9 +90,7 @@ fn a_half_open_breaker_sends_one_probe_and_a_failed_probe_doubles_the_cooldown()
 fn a_successful_probe_closes_the_breaker_and_the_rest_follows() {
     let b = bench_with(breaker_options(), None);
     b.transport.latency.set(10.0);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
     let opened = b.flush();
     b.transport.max_in_flight.set(0);
@@ -136,9 +114,7 @@ fn a_successful_probe_closes_the_breaker_and_the_rest_follows() {
 #[test]
 fn a_closed_breaker_starts_again_from_the_first_cooldown() {
     let b = bench_with(breaker_options(), None);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
     b.flush();
     b.clock.set(T0 + 1000.0);
@@ -146,21 +122,12 @@ fn a_closed_breaker_starts_again_from_the_first_cooldown() {
     b.respond(|_, _| answer(200));
     b.clock.set(T0 + 3000.0);
     b.flush(); // the probe succeeds: closed
-    for i in 3..6 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(3..6);
     b.respond(|_, _| answer(503));
 
     b.flush();
 
-    let cooldowns: Vec<Millis> = b
-        .events_named("circuit:open")
-        .into_iter()
-        .map(|e| match e {
-            Event::CircuitOpen { cooldown, .. } => cooldown,
-            _ => unreachable!(),
-        })
-        .collect();
+    let cooldowns = b.cooldowns();
     assert_eq!(cooldowns, [1000.0, 2000.0, 1000.0]);
     assert_eq!(b.events_named("circuit:close").len(), 1);
 }

@@ -39,9 +39,7 @@ fn a_store_failure_while_settling_leaves_the_task_queued_and_retryable() {
 #[test]
 fn reopening_over_the_same_store_finds_every_unfinished_task() {
     let b = bench();
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     let reopened = block_on(Outbox::<TestPorts>::open(
         OutboxPorts {
             store: b.store.clone(),
@@ -96,9 +94,7 @@ fn answers_that_arrive_together_leave_the_store_in_one_transaction() {
         },
         None,
     );
-    for i in 0..8 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..8);
 
     b.flush();
 

@@ -19,9 +19,7 @@ fn a_flush_requested_during_a_flush_waits_for_it_instead_of_overlapping() {
         None,
     );
     b.transport.latency.set(100.0);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
 
     let (first, second) = block_on(futures::future::join(b.outbox.flush(), async {
         YieldOnce::new().await;
@@ -137,9 +135,7 @@ fn close_during_a_flush_waits_for_it_and_leaves_unfinished_tasks_queued() {
         },
         None,
     );
-    for i in 0..5 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..5);
 
     let (flushed, closed_in_time) = block_on(futures::future::join(b.outbox.flush(), async {
         while b.sent_count() == 0 {

@@ -11,19 +11,8 @@ use support::outbox::*;
 
 #[test]
 fn coming_online_makes_every_waiting_task_due_now_once() {
-    let b = bench_with(
-        OutboxOptions {
-            retry: RetryOptions {
-                base_delay: 60_000.0,
-                ..quiet_options().retry
-            },
-            ..quiet_options()
-        },
-        None,
-    );
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    let b = bench_with(slow_retry_options(), None);
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
     b.flush();
     assert_eq!(b.sent_count(), 3);
@@ -53,9 +42,7 @@ fn coming_online_makes_every_waiting_task_due_now_once() {
 fn after_a_network_failure_only_one_probe_is_in_flight_at_a_time() {
     let b = bench_with(quiet_options(), None);
     b.transport.latency.set(10.0);
-    for i in 0..8 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..8);
     b.respond(|_, _| network_down());
     b.flush();
     assert!(!b.outbox.is_online());
@@ -73,9 +60,7 @@ fn after_a_network_failure_only_one_probe_is_in_flight_at_a_time() {
 fn an_http_answer_is_evidence_of_being_online_again() {
     let b = bench_with(quiet_options(), None);
     b.transport.latency.set(10.0);
-    for i in 0..8 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..8);
     b.respond(|_, _| network_down());
     b.flush();
     b.respond(|_, _| answer(200));
@@ -99,9 +84,7 @@ fn the_online_event_is_believed_only_after_a_probe_gets_an_answer() {
     let b = bench_with(quiet_options(), None);
     b.transport.latency.set(10.0);
     b.outbox.set_online(false);
-    for i in 0..8 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..8);
     b.outbox.set_online(true);
     assert!(
         !b.outbox.is_online(),

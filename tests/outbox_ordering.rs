@@ -87,9 +87,7 @@ fn up_to_concurrency_requests_are_in_flight_across_keys() {
         None,
     );
     b.transport.latency.set(100.0);
-    for i in 0..10 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..10);
 
     let report = b.flush();
 

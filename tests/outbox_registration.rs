@@ -123,16 +123,7 @@ fn re_registering_while_in_flight_sends_the_new_payload_after_the_old_one() {
 
 #[test]
 fn re_registering_a_task_waiting_for_a_retry_makes_the_new_payload_due_with_a_fresh_budget() {
-    let b = bench_with(
-        OutboxOptions {
-            retry: RetryOptions {
-                base_delay: 60_000.0,
-                ..quiet_options().retry
-            },
-            ..quiet_options()
-        },
-        None,
-    );
+    let b = bench_with(slow_retry_options(), None);
     b.register(post("t").version(1));
     b.respond_in_turn(&[503]);
     b.flush();

@@ -102,14 +102,7 @@ fn statuses_408_429_and_5xx_are_retried_then_delivered() {
 fn retry_after_sets_the_next_attempt_exactly() {
     let b = bench_with(quiet_options(), None);
     b.register(post("t"));
-    let mut first = true;
-    b.respond(move |_, _| {
-        if std::mem::take(&mut first) {
-            answer_with_retry_after(429, "7")
-        } else {
-            answer(200)
-        }
-    });
+    b.respond_once_then_ok(answer_with_retry_after(429, "7"));
 
     let report = b.flush();
 
@@ -137,14 +130,10 @@ fn retry_after_sets_the_next_attempt_exactly() {
 fn retry_after_as_an_http_date_is_honoured() {
     let b = bench_with(quiet_options(), None);
     b.register(post("t"));
-    let mut first = true;
-    b.respond(move |_, _| {
-        if std::mem::take(&mut first) {
-            answer_with_retry_after(503, "Mon, 24 Nov 2025 16:00:30 GMT")
-        } else {
-            answer(200)
-        }
-    });
+    b.respond_once_then_ok(answer_with_retry_after(
+        503,
+        "Mon, 24 Nov 2025 16:00:30 GMT",
+    ));
 
     b.flush();
 
@@ -217,9 +206,7 @@ fn jittered_delays_fall_between_zero_and_the_ceiling_of_their_attempt() {
         ..quiet_options()
     };
     let b = bench_with(options.clone(), None);
-    for i in 0..20 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..20);
     b.respond(|_, _| answer(503));
 
     b.drive(500);

@@ -100,9 +100,7 @@ fn metrics_count_registrations_requests_outcomes_and_flushes() {
 #[test]
 fn an_open_circuit_makes_health_critical() {
     let b = bench_with(breaker_options(), None);
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
     b.respond(|_, _| answer(503));
 
     b.flush();
@@ -115,9 +113,7 @@ fn an_open_circuit_makes_health_critical() {
 #[test]
 fn a_flush_reports_progress_for_every_settled_task() {
     let b = bench();
-    for i in 0..3 {
-        b.register(post(&format!("t{i}")));
-    }
+    b.register_posts(0..3);
 
     b.flush();
 

@@ -84,13 +84,7 @@ fn last_write_wins_on_pull_takes_a_newer_server_copy() {
 #[test]
 fn last_write_wins_on_pull_gives_a_tie_to_the_server() {
     let b = bench(Strategy::LastWriteWins);
-    diverged(
-        &b,
-        Divergence {
-            local_at: T0 + 1_000.0,
-            remote_at: T0 + 1_000.0,
-        },
-    );
+    diverged(&b, AT_THE_SAME_TIME);
 
     b.pull();
 
@@ -196,13 +190,7 @@ fn merge_on_a_conflict_push_result_sends_the_merged_record() {
 
     let merged = json!({"title": "mine", "done": true});
     assert_eq!(b.pushes()[1].mutations[0].data, Some(merged.clone()));
-    assert_eq!(
-        Value::Object(b.server.borrow().get("task", "t1").data),
-        merged
-    );
-    let t1 = b.record("task", "t1");
-    assert_eq!(data(&t1), merged);
-    assert_eq!(t1.sync_status, RecordStatus::Synced);
+    b.assert_synced_everywhere("task", "t1", &merged);
 }
 
 #[test]
@@ -222,13 +210,7 @@ fn the_on_conflict_callback_s_data_becomes_the_record_and_is_pushed() {
     let settled = json!({"title": "mine / draft", "done": true});
     assert_eq!(b.on_conflict.calls.get(), 1);
     assert_eq!(b.conflicts()[0].outcome, "callback");
-    assert_eq!(
-        Value::Object(b.server.borrow().get("task", "t1").data),
-        settled
-    );
-    let t1 = b.record("task", "t1");
-    assert_eq!(data(&t1), settled);
-    assert_eq!(t1.sync_status, RecordStatus::Synced);
+    b.assert_synced_everywhere("task", "t1", &settled);
 }
 
 #[test]
@@ -325,26 +307,14 @@ fn a_conflict_for_a_change_superseded_in_flight_is_still_settled_by_the_strategy
     // The newer change must meet the other device's `done: true` as a
     // conflict too, not overwrite it from a base version it never saw.
     let merged = json!({"title": "mine 2", "done": true});
-    assert_eq!(
-        Value::Object(b.server.borrow().get("task", "t1").data),
-        merged
-    );
-    let t1 = b.record("task", "t1");
-    assert_eq!(data(&t1), merged);
-    assert_eq!(t1.sync_status, RecordStatus::Synced);
+    b.assert_synced_everywhere("task", "t1", &merged);
     assert!(b.queued().is_empty());
 }
 
 #[test]
 fn last_write_wins_on_a_conflict_push_result_gives_a_tie_to_the_server() {
     let b = bench(Strategy::LastWriteWins);
-    diverged(
-        &b,
-        Divergence {
-            local_at: T0 + 1_000.0,
-            remote_at: T0 + 1_000.0,
-        },
-    );
+    diverged(&b, AT_THE_SAME_TIME);
 
     b.flush();
 

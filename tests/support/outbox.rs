@@ -82,6 +82,18 @@ pub fn quiet_options() -> OutboxOptions {
     }
 }
 
+/// [`quiet_options`] whose first retry waits a minute: long enough that
+/// only the rule under test makes a waiting task due.
+pub fn slow_retry_options() -> OutboxOptions {
+    OutboxOptions {
+        retry: RetryOptions {
+            base_delay: 60_000.0,
+            ..quiet_options().retry
+        },
+        ..quiet_options()
+    }
+}
+
 /// A POST to `/items/{id}` whose body names its id and payload version.
 pub fn post(id: &str) -> NewTask {
     let mut headers = std::collections::BTreeMap::new();
@@ -225,6 +237,19 @@ impl Bench {
         self.transport.respond_with(responder);
     }
 
+    /// Registers `post("t{i}")` for every `i` of `range`, in order.
+    pub fn register_posts(&self, range: std::ops::Range<usize>) {
+        for i in range {
+            self.register(post(&format!("t{i}")));
+        }
+    }
+
+    /// Answers the first request with `first`, every later one 200.
+    pub fn respond_once_then_ok(&self, first: Result<HttpResponse, TransportError>) {
+        let mut first = Some(first);
+        self.respond(move |_, _| first.take().unwrap_or_else(|| answer(200)));
+    }
+
     /// Answers with `statuses` in turn (then 200), whatever the request.
     pub fn respond_in_turn(&self, statuses: &[u16]) {
         let mut script = std::collections::VecDeque::from(statuses.to_vec());
@@ -267,6 +292,17 @@ impl Bench {
             .iter()
             .filter(|e| e.name() == name)
             .cloned()
+            .collect()
+    }
+
+    /// The cooldown of every `circuit:open`, in order.
+    pub fn cooldowns(&self) -> Vec<Millis> {
+        self.events_named("circuit:open")
+            .into_iter()
+            .map(|e| match e {
+                Event::CircuitOpen { cooldown, .. } => cooldown,
+                other => panic!("not a circuit:open event: {other:?}"),
+            })
             .collect()
     }
 

@@ -154,16 +154,8 @@ impl Default for Config {
             // Only the rule under test intervenes: no jitter, and a breaker
             // that never opens unless the test asks for one.
             outbox: OutboxOptions {
-                retry: RetryOptions {
-                    jitter: false,
-                    ..RetryOptions::default()
-                },
-                circuit_breaker: BreakerOptions {
-                    failure_threshold: 1_000,
-                    ..BreakerOptions::default()
-                },
                 server_url: Some(SERVER.into()),
-                ..OutboxOptions::default()
+                ..super::outbox::quiet_options()
             },
         }
     }
@@ -298,6 +290,18 @@ impl Bench {
     }
 
     /// The local copy, tombstones included.
+    /// The record's data is `expected` on the server and here, where it is
+    /// synced.
+    pub fn assert_synced_everywhere(&self, entity_type: &str, id: &str, expected: &Value) {
+        assert_eq!(
+            &Value::Object(self.server.borrow().get(entity_type, id).data),
+            expected
+        );
+        let local = self.record(entity_type, id);
+        assert_eq!(&data(&local), expected);
+        assert_eq!(local.sync_status, RecordStatus::Synced);
+    }
+
     pub fn record(&self, entity_type: &str, id: &str) -> LocalRecord {
         self.stored(entity_type, id).expect("a local record")
     }
@@ -389,6 +393,11 @@ pub const LOCAL_FIRST: Divergence = Divergence {
 };
 pub const REMOTE_FIRST: Divergence = Divergence {
     local_at: T0 + 2_000.0,
+    remote_at: T0 + 1_000.0,
+};
+/// Both edits made in the same millisecond (a tie).
+pub const AT_THE_SAME_TIME: Divergence = Divergence {
+    local_at: T0 + 1_000.0,
     remote_at: T0 + 1_000.0,
 };
 

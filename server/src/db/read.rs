@@ -128,6 +128,25 @@ impl Repo {
                 }
             }
         }
+        self.finish_page(
+            tenant,
+            Collected {
+                rows,
+                next,
+                corrupt,
+            },
+        )
+        .await
+    }
+
+    /// Ends a read: quarantines the rows that could not be read, and
+    /// answers the page.
+    async fn finish_page(&self, tenant: &str, collected: Collected) -> Result<Page, sqlx::Error> {
+        let Collected {
+            rows,
+            next,
+            corrupt,
+        } = collected;
         self.quarantine(tenant, &corrupt).await?;
         Ok(Page {
             rows,
@@ -183,16 +202,8 @@ impl Repo {
             .bind(tidesync_protocol::SYNC_STATUS_PENDING)
             .bind(i64::from(bounds.count) + 1)
             .fetch(&self.pool);
-        let Collected {
-            rows,
-            next,
-            corrupt,
-        } = collect_page(stream, bounds).await?;
-        self.quarantine(tenant, &corrupt).await?;
-        Ok(Page {
-            rows,
-            has_more: next.is_some(),
-        })
+        let collected = collect_page(stream, bounds).await?;
+        self.finish_page(tenant, collected).await
     }
 
     /// `(id, version)` of every live record of one type.
@@ -238,15 +249,7 @@ impl Repo {
             count: u32::try_from(ids.len()).unwrap_or(u32::MAX),
             bytes: max_bytes,
         };
-        let Collected {
-            rows,
-            next,
-            corrupt,
-        } = collect_page(stream, bounds).await?;
-        self.quarantine(tenant, &corrupt).await?;
-        Ok(Page {
-            rows,
-            has_more: next.is_some(),
-        })
+        let collected = collect_page(stream, bounds).await?;
+        self.finish_page(tenant, collected).await
     }
 }

@@ -5,23 +5,9 @@ use super::*;
 
 pub async fn write_local_coalesces_into_a_mutation_never_dispatched<S: StoreUnderTest>(s: &S) {
     let head = mutation_task_id("task", "t1");
-    let first = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 1}), Some("m1")),
-            mutation_task("t1", 1),
-        )
-        .await
-        .expect("write_local");
+    let first = local_write(s, "t1", 1, "m1").await;
     assert_eq!(first.id, head, "the first write's task is the chain's head");
-    let second = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 2}), Some("m2")),
-            mutation_task("t1", 2),
-        )
-        .await
-        .expect("write_local");
+    let second = local_write(s, "t1", 2, "m2").await;
     assert_eq!(second.id, head, "coalesced into the queued mutation");
     assert_eq!(second.seq, first.seq, "which keeps its place");
     assert!(second.revision > first.revision);
@@ -33,14 +19,7 @@ pub async fn write_local_coalesces_into_a_mutation_never_dispatched<S: StoreUnde
 }
 
 pub async fn write_local_places_a_write_behind_a_dispatched_mutation<S: StoreUnderTest>(s: &S) {
-    let first = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 1}), Some("m1")),
-            mutation_task("t1", 1),
-        )
-        .await
-        .expect("write_local");
+    let first = local_write(s, "t1", 1, "m1").await;
     let mut sent = first.clone();
     sent.dispatched = true;
     assert_eq!(
@@ -48,14 +27,7 @@ pub async fn write_local_places_a_write_behind_a_dispatched_mutation<S: StoreUnd
         [true]
     );
 
-    let behind = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 2}), Some("m2")),
-            mutation_task("t1", 2),
-        )
-        .await
-        .expect("write_local");
+    let behind = local_write(s, "t1", 2, "m2").await;
     assert_ne!(
         behind.id, first.id,
         "a dispatched mutation is never replaced"
@@ -67,14 +39,7 @@ pub async fn write_local_places_a_write_behind_a_dispatched_mutation<S: StoreUnd
     );
     assert_eq!(chain(s, "t1").await, vec![sent.clone(), behind.clone()]);
 
-    let third = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 3}), Some("m3")),
-            mutation_task("t1", 3),
-        )
-        .await
-        .expect("write_local");
+    let third = local_write(s, "t1", 3, "m3").await;
     assert_eq!(third.id, behind.id, "the write behind coalesces in turn");
     assert_eq!(chain(s, "t1").await, vec![sent, third]);
     assert!(
@@ -85,26 +50,13 @@ pub async fn write_local_places_a_write_behind_a_dispatched_mutation<S: StoreUnd
 
 pub async fn write_local_drops_the_record_s_dead_letters_and_no_other<S: StoreUnderTest>(s: &S) {
     for id in ["t1", "t2"] {
-        let task = s
-            .records()
-            .write_local(
-                &record(id, json!({"n": 1}), Some("m1")),
-                mutation_task(id, 1),
-            )
-            .await
-            .expect("write_local");
+        let task = local_write(s, id, 1, "m1").await;
         assert!(s.tasks().dead_letter(&failed(&task)).await.unwrap());
     }
     let plain = register(s, vec![request_task("a")]).await;
     assert!(s.tasks().dead_letter(&failed(&plain[0])).await.unwrap());
 
-    s.records()
-        .write_local(
-            &record("t1", json!({"n": 2}), Some("m2")),
-            mutation_task("t1", 2),
-        )
-        .await
-        .expect("write_local");
+    local_write(s, "t1", 2, "m2").await;
     let mut left: Vec<String> = s
         .tasks()
         .list_failed()
@@ -124,30 +76,9 @@ pub async fn write_local_drops_the_record_s_dead_letters_and_no_other<S: StoreUn
 pub async fn mark_dispatched_refuses_a_task_replaced_since_it_was_scheduled<S: StoreUnderTest>(
     s: &S,
 ) {
-    let scheduled = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 1}), Some("m1")),
-            mutation_task("t1", 1),
-        )
-        .await
-        .expect("write_local");
-    let other = s
-        .records()
-        .write_local(
-            &record("t2", json!({"n": 1}), Some("m1")),
-            mutation_task("t2", 1),
-        )
-        .await
-        .expect("write_local");
-    let newer = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 2}), Some("m2")),
-            mutation_task("t1", 2),
-        )
-        .await
-        .expect("write_local");
+    let scheduled = local_write(s, "t1", 1, "m1").await;
+    let other = local_write(s, "t2", 1, "m1").await;
+    let newer = local_write(s, "t1", 2, "m2").await;
 
     let mut frozen = scheduled.clone();
     frozen.dispatched = true;
@@ -186,13 +117,7 @@ pub async fn mark_dispatched_refuses_a_task_replaced_since_it_was_scheduled<S: S
 
 /// Record `t1` with an unsent change `m1` and its queued mutation.
 async fn pending_record<S: StoreUnderTest>(s: &S) -> Task {
-    s.records()
-        .write_local(
-            &record("t1", json!({"n": 1}), Some("m1")),
-            mutation_task("t1", 1),
-        )
-        .await
-        .expect("write_local")
+    local_write(s, "t1", 1, "m1").await
 }
 
 pub async fn a_record_write_applies_only_to_the_unsent_change_it_was_decided_on<
@@ -208,14 +133,7 @@ pub async fn a_record_write_applies_only_to_the_unsent_change_it_was_decided_on<
         cancel: Some((task.id.clone(), task.revision)),
         register: Some(request_task("queued-by-stale")),
     };
-    let registered = s
-        .records()
-        .apply(RecordChange {
-            writes: vec![stale],
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    let registered = apply_writes(s, vec![stale]).await;
     assert!(registered.is_empty(), "the skipped write queues nothing");
     assert_eq!(
         stored(s, "t1").await,
@@ -233,13 +151,7 @@ pub async fn a_record_write_applies_only_to_the_unsent_change_it_was_decided_on<
         ),
         RecordWrite::plain(record("t9", json!({"n": "new"}), None), None),
     ];
-    s.records()
-        .apply(RecordChange {
-            writes,
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    apply_writes(s, writes).await;
     assert_eq!(
         stored(s, "t1").await,
         Some(record("t1", json!({"n": "merged"}), Some("m1")))
@@ -255,19 +167,16 @@ pub async fn a_record_write_cancels_its_mutation_and_queues_its_replacement<S: S
 ) {
     let task = pending_record(s).await;
     let replacement = mutation_task("t1", 2);
-    let registered = s
-        .records()
-        .apply(RecordChange {
-            writes: vec![RecordWrite {
-                record: record("t1", json!({"n": 2}), Some("m2")),
-                expect_pending: Some("m1".into()),
-                cancel: Some((task.id.clone(), task.revision)),
-                register: Some(replacement.clone()),
-            }],
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    let registered = apply_writes(
+        s,
+        vec![RecordWrite {
+            record: record("t1", json!({"n": 2}), Some("m2")),
+            expect_pending: Some("m1".into()),
+            cancel: Some((task.id.clone(), task.revision)),
+            register: Some(replacement.clone()),
+        }],
+    )
+    .await;
     assert_eq!(registered.len(), 1);
     assert_eq!(registered[0].id, replacement.id);
     assert!(registered[0].revision > task.revision);
@@ -291,18 +200,7 @@ pub async fn a_record_write_that_would_cancel_a_dispatched_mutation_is_skipped<
         s.records().mark_dispatched(&[sent.clone()]).await.unwrap(),
         [true]
     );
-    s.records()
-        .apply(RecordChange {
-            writes: vec![RecordWrite {
-                record: record("t1", json!({"n": "server"}), None),
-                expect_pending: Some("m1".into()),
-                cancel: Some((task.id.clone(), task.revision)),
-                register: None,
-            }],
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    apply_writes(s, vec![server_copy_cancelling(&task)]).await;
     assert_eq!(
         chain(s, "t1").await,
         vec![sent],
@@ -319,26 +217,8 @@ pub async fn a_record_write_that_would_cancel_a_replaced_mutation_is_skipped<S: 
     s: &S,
 ) {
     let task = pending_record(s).await;
-    let newer = s
-        .records()
-        .write_local(
-            &record("t1", json!({"n": 2}), Some("m1")),
-            mutation_task("t1", 2),
-        )
-        .await
-        .expect("write_local");
-    s.records()
-        .apply(RecordChange {
-            writes: vec![RecordWrite {
-                record: record("t1", json!({"n": "server"}), None),
-                expect_pending: Some("m1".into()),
-                cancel: Some((task.id.clone(), task.revision)),
-                register: None,
-            }],
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    let newer = local_write(s, "t1", 2, "m1").await;
+    apply_writes(s, vec![server_copy_cancelling(&task)]).await;
     assert_eq!(chain(s, "t1").await, vec![newer]);
     assert_eq!(
         stored(s, "t1").await,
@@ -348,16 +228,14 @@ pub async fn a_record_write_that_would_cancel_a_replaced_mutation_is_skipped<S: 
 
 pub async fn delete_records_keeps_a_record_with_an_unsent_change<S: StoreUnderTest>(s: &S) {
     pending_record(s).await;
-    s.records()
-        .apply(RecordChange {
-            writes: vec![RecordWrite::plain(
-                record("t2", json!({"n": 2}), None),
-                None,
-            )],
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    apply_writes(
+        s,
+        vec![RecordWrite::plain(
+            record("t2", json!({"n": 2}), None),
+            None,
+        )],
+    )
+    .await;
     s.records()
         .apply(RecordChange {
             delete_records: vec![key("t1"), key("t2"), key("absent")],
@@ -406,17 +284,15 @@ pub async fn records_read_back_by_key_and_by_type_tombstones_included<S: StoreUn
     let mut note = record("n1", json!({"text": "x"}), None);
     note.entity_type = "note".into();
     let written = [record("t1", json!({"n": 1}), None), tombstone.clone(), note];
-    s.records()
-        .apply(RecordChange {
-            writes: written
-                .iter()
-                .cloned()
-                .map(|r| RecordWrite::plain(r, None))
-                .collect(),
-            ..RecordChange::default()
-        })
-        .await
-        .expect("apply");
+    apply_writes(
+        s,
+        written
+            .iter()
+            .cloned()
+            .map(|r| RecordWrite::plain(r, None))
+            .collect(),
+    )
+    .await;
     let by_key = s
         .records()
         .get_records(&[key("t2"), key("absent"), key("t1")])
@@ -431,4 +307,38 @@ pub async fn records_read_back_by_key_and_by_type_tombstones_included<S: StoreUn
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(tasks, vec![written[0].clone(), tombstone]);
     assert!(s.records().records_of("nothing").await.unwrap().is_empty());
+}
+
+/// Writes record `{id}` locally as the replicator does: data `{"n": v}`,
+/// unsent change `pending`, and its mutation task (version `v`).
+async fn local_write<S: StoreUnderTest>(s: &S, id: &str, v: u32, pending: &str) -> Task {
+    s.records()
+        .write_local(
+            &record(id, json!({ "n": v }), Some(pending)),
+            mutation_task(id, v),
+        )
+        .await
+        .expect("write_local")
+}
+
+/// Applies a change of `writes` alone; the tasks it registered.
+async fn apply_writes<S: StoreUnderTest>(s: &S, writes: Vec<RecordWrite>) -> Vec<Task> {
+    s.records()
+        .apply(RecordChange {
+            writes,
+            ..RecordChange::default()
+        })
+        .await
+        .expect("apply")
+}
+
+/// The server's copy of `t1`, decided while `t1` had the unsent change
+/// `m1`, replacing (cancelling) its queued mutation `task`.
+fn server_copy_cancelling(task: &Task) -> RecordWrite {
+    RecordWrite {
+        record: record("t1", json!({"n": "server"}), None),
+        expect_pending: Some("m1".into()),
+        cancel: Some((task.id.clone(), task.revision)),
+        register: None,
+    }
 }
