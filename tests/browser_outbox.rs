@@ -73,6 +73,8 @@ fn task(id: &str, bucket: &str, priority: Priority, key: Option<&str>) -> NewTas
             body: Some(Body::Json(serde_json::json!({ "taskId": id }))),
         },
         retry_on_failure: true,
+        max_retention_time: None,
+        depends_on: None,
     }
 }
 

@@ -37,6 +37,8 @@ fn task(id: &str, priority: Priority) -> Task {
         created_at: 1_764_000_000_000.0,
         errors: vec![],
         dispatched: false,
+        expires_at: None,
+        depends_on: None,
     }
 }
 

@@ -277,6 +277,8 @@ impl World {
                 body: Some(Body::Json(serde_json::json!({ "id": id, "v": version }))),
             },
             retry_on_failure: true,
+            max_retention_time: None,
+            depends_on: None,
         }
     }
 

@@ -117,6 +117,8 @@ fn plain_request_tasks_are_never_put_into_a_push_batch() {
             body: Some(Body::Json(json!({"file": "a.png"}))),
         },
         retry_on_failure: true,
+        max_retention_time: None,
+        depends_on: None,
     }))
     .unwrap();
     b.put("task", "t2", json!({"n": 2}));

@@ -25,6 +25,7 @@ const CAPTURE_FIELDS: &[&str] = &[
     "priority",
     "orderingKey",
     "retryOnFailure",
+    "maxRetentionTime",
 ];
 
 /// Which requests to take over, and how to queue them.
@@ -293,6 +294,8 @@ async fn captured_task(
             body,
         },
         retry_on_failure: options.queueing.retry_on_failure,
+        max_retention_time: options.queueing.max_retention_time,
+        depends_on: None,
     })
 }
 

@@ -186,7 +186,15 @@ impl SyncClient {
         future_to_promise(async move {
             inner.ensure_open()?;
             let options = encode_body(&options).await?;
-            let task = parse_register(&id, &options)?;
+            let mut task = parse_register(&id, &options)?;
+            if let Err(why) = inner
+                .outbox
+                .place_dependent(&mut task)
+                .await
+                .map_err(store_error)?
+            {
+                return Err(ApiError::InvalidTask(why).into());
+            }
             let stored = inner.outbox.register(task).await.map_err(store_error)?;
             crate::api::devtools::changed(&inner.name);
             if inner.auto_flush && global::navigator_online() {

@@ -8,7 +8,7 @@ use crate::api::log::LogLevel;
 use crate::engine::live::LiveOptions;
 use crate::engine::options::{BreakerOptions, OutboxOptions, RetryOptions};
 use crate::engine::replication::{ReplicationOptions, Strategy};
-use crate::engine::task::{Body, HttpRequest, NewTask, Priority};
+use crate::engine::task::{Body, Dependency, HttpRequest, NewTask, Priority};
 use js_sys::{Function, Object, Reflect};
 use std::collections::BTreeMap;
 use wasm_bindgen::{JsCast, JsValue};
@@ -54,6 +54,7 @@ const CLIENT_FIELDS: &[&str] = &[
     "autoFlush",
     "live",
     "pullInterval",
+    "maxRetentionTime",
 ];
 
 pub(crate) fn invalid(message: String) -> ApiError {
@@ -156,6 +157,8 @@ impl<'a> Reader<'a> {
 }
 
 const DAY: f64 = 86_400_000.0;
+/// The longest `maxRetentionTime` accepted: ten years.
+const MAX_RETENTION: f64 = 3650.0 * DAY;
 
 pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> {
     let r = Reader::new(value, "", invalid)?;
@@ -227,6 +230,9 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
     }
     if let Some(n) = r.number("closeTimeout", 0.0, DAY)? {
         outbox.close_timeout = n;
+    }
+    if let Some(n) = r.number("maxRetentionTime", 1.0, MAX_RETENTION)? {
+        outbox.max_retention_time = n;
     }
     // Accepted now, used by replication: validated so a typo fails early.
     let mut entity_types = Vec::new();
@@ -326,6 +332,9 @@ const TASK_FIELDS: &[&str] = &[
     "priority",
     "orderingKey",
     "retryOnFailure",
+    "maxRetentionTime",
+    "dependsOn",
+    "values",
 ];
 
 pub(crate) fn invalid_task(message: String) -> ApiError {
@@ -384,26 +393,73 @@ pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError
         }
     }
     let queueing = parse_queueing(&r)?;
+    let request = HttpRequest {
+        url,
+        method,
+        headers,
+        body,
+    };
+    let depends_on = parse_dependency(&r, &id, &request)?;
+    if depends_on.is_some() && queueing.ordering_key.is_some() {
+        return Err(invalid_task(
+            "give either `dependsOn` or `orderingKey`, not both: a dependent runs in the ordering chain of the task it depends on".into(),
+        ));
+    }
     Ok(NewTask {
         id,
         priority: queueing.priority,
         ordering_key: queueing.ordering_key,
-        request: HttpRequest {
-            url,
-            method,
-            headers,
-            body,
-        },
+        request,
         retry_on_failure: queueing.retry_on_failure,
+        max_retention_time: queueing.max_retention_time,
+        depends_on,
     })
 }
 
+/// `dependsOn` and `values`: the task whose answer fills this one in, and
+/// where in that answer each `{{placeholder}}` is found.
+fn parse_dependency(
+    r: &Reader,
+    id: &str,
+    request: &HttpRequest,
+) -> Result<Option<Dependency>, ApiError> {
+    let values = r.get("values");
+    let Some(task) = r.string("dependsOn")? else {
+        return match values {
+            Some(_) => Err(invalid_task(
+                "`values` needs `dependsOn`: the id of the task whose answer they come from".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    if task.is_empty() || task == id {
+        return Err(invalid_task(format!(
+            "`dependsOn` must be the id of another, earlier task, got {task:?}"
+        )));
+    }
+    let mut dependency = Dependency {
+        task,
+        values: BTreeMap::new(),
+    };
+    if let Some(values) = values {
+        let vr = Reader::new(&values, "values", invalid_task)?;
+        for name in Object::keys(values.unchecked_ref::<Object>()).iter() {
+            let name = name.as_string().unwrap_or_default();
+            let path = vr.string(&name)?.unwrap_or_default();
+            dependency.values.insert(name, path);
+        }
+    }
+    crate::engine::dependency::check(request, &dependency).map_err(invalid_task)?;
+    Ok(Some(dependency))
+}
+
 /// How a task is queued, as `register` and `captureFailedRequests` both
-/// take it: `priority`, `orderingKey`, `retryOnFailure`.
+/// take it: `priority`, `orderingKey`, `retryOnFailure`, `maxRetentionTime`.
 pub(crate) struct Queueing {
     pub priority: Priority,
     pub ordering_key: Option<String>,
     pub retry_on_failure: bool,
+    pub max_retention_time: Option<f64>,
 }
 
 pub(crate) fn parse_queueing(r: &Reader) -> Result<Queueing, ApiError> {
@@ -420,6 +476,7 @@ pub(crate) fn parse_queueing(r: &Reader) -> Result<Queueing, ApiError> {
         priority,
         ordering_key: r.string("orderingKey")?.filter(|k| !k.is_empty()),
         retry_on_failure: r.boolean("retryOnFailure")?.unwrap_or(true),
+        max_retention_time: r.number("maxRetentionTime", 1.0, MAX_RETENTION)?,
     })
 }
 

@@ -10,7 +10,8 @@ const TYPES: &'static str = r#"
 export type Priority = "high" | "normal" | "low";
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 export type ConflictStrategy = "server-wins" | "client-wins" | "last-write-wins" | "merge";
-export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict" | "unconfirmed";
+export type ErrorClass = "network" | "timeout" | "retryable" | "validation" | "permission" | "conflict" | "unconfirmed"
+  | "expired" | "dependency";
 export type TidesyncErrorCode =
   | "invalid-options" | "invalid-task" | "invalid-event" | "closed"
   | "storage-quota" | "storage-unavailable" | "storage-corrupt" | "sync-incomplete"
@@ -76,6 +77,9 @@ export interface SyncClientOptions {
   live?: boolean;
   /** With `live`: pull after this many ms without a pull, as a safety net (default 60000; 0: never). */
   pullInterval?: number;
+  /** How long a request may wait undelivered, in ms, before it becomes a dead letter with reason
+   *  "expired" (default 7 days, as Workbox — whose option is in minutes). Mutations never expire. */
+  maxRetentionTime?: number;
 }
 
 export interface RegisterOptions {
@@ -93,6 +97,16 @@ export interface RegisterOptions {
   orderingKey?: string;
   /** false: the first failure makes it a dead letter (default true). */
   retryOnFailure?: boolean;
+  /** This task's own retention in ms (default: the client's `maxRetentionTime`). */
+  maxRetentionTime?: number;
+  /** The id of an earlier task whose answer this one needs. It waits for that task (it runs in its
+   *  ordering chain, so `orderingKey` cannot be given too), is filled in from its answer at send
+   *  time, and becomes a dead letter if that task fails. */
+  dependsOn?: string;
+  /** Placeholder → where in the answer of `dependsOn`: "body.id", "body.items.0.id",
+   *  "headers.location", "status". `{{name}}` is replaced in `url`, in header values, and in the
+   *  strings of `data` (a string that is exactly "{{name}}" becomes the value itself). */
+  values?: Record<string, string>;
 }
 
 /** What `captureFailedRequests(event, options)` takes over, and how it queues it. */
@@ -107,6 +121,8 @@ export interface CaptureOptions {
   orderingKey?: string;
   /** false: the first failed replay makes it a dead letter (default true). */
   retryOnFailure?: boolean;
+  /** How long a captured request may wait undelivered, in ms (default: the client's). */
+  maxRetentionTime?: number;
 }
 
 export interface TaskError { class: ErrorClass; message: string; status?: number; at: string; }
@@ -127,6 +143,10 @@ export interface QueuedTask {
   nextAttemptAt?: string;
   createdAt: string;
   errors: TaskError[];
+  /** When it becomes a dead letter ("expired") if not delivered by then (plain requests). */
+  expiresAt?: string;
+  /** The task whose answer fills this one in, and where in that answer each placeholder is. */
+  dependsOn?: { task: string; values: Record<string, string> };
 }
 
 export interface FailedTask { id: string; task: QueuedTask; reason: string; failedAt: string; }

@@ -169,6 +169,8 @@ mod tests {
                 created_at: 0.0,
                 errors: Vec::new(),
                 dispatched: false,
+                expires_at: None,
+                depends_on: None,
             }
         };
         let queued = [task("k1", None), task("k2", Some("own"))];

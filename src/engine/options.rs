@@ -61,6 +61,9 @@ pub struct OutboxOptions {
     pub server_url: Option<String>,
     /// Longest a `close()` waits for the flush in progress.
     pub close_timeout: Millis,
+    /// How long a plain request may wait undelivered before it becomes a
+    /// dead letter (`expired`), unless it has its own.
+    pub max_retention_time: Millis,
 }
 
 impl Default for OutboxOptions {
@@ -72,6 +75,7 @@ impl Default for OutboxOptions {
             request_timeout: 30_000,
             server_url: None,
             close_timeout: 10_000.0,
+            max_retention_time: crate::engine::retention::DEFAULT_MAX_RETENTION,
         }
     }
 }

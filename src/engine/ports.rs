@@ -63,6 +63,14 @@ pub trait Store {
 
     /// Deletes a dead letter. Returns whether it existed.
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Keeps the answer of a delivered task that queued tasks depend on
+    /// (see [`crate::engine::dependency`]), until [`Store::delete_answer`].
+    async fn put_answer(&self, id: &str, answer: &serde_json::Value) -> Result<(), StoreError>;
+
+    async fn get_answer(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    async fn delete_answer(&self, id: &str) -> Result<(), StoreError>;
 }
 
 /// Errors of the transport: the request got no HTTP answer.
@@ -165,6 +173,15 @@ impl<S: Store> Store for std::rc::Rc<S> {
     }
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
         (**self).discard_failed(id).await
+    }
+    async fn put_answer(&self, id: &str, answer: &serde_json::Value) -> Result<(), StoreError> {
+        (**self).put_answer(id, answer).await
+    }
+    async fn get_answer(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        (**self).get_answer(id).await
+    }
+    async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
+        (**self).delete_answer(id).await
     }
 }
 

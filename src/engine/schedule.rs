@@ -20,6 +20,8 @@ pub struct Schedule {
     heads: BTreeSet<HeadEntry>,
     head_of: HashMap<String, HeadEntry>,
     busy_keys: HashSet<String>,
+    /// Task id → how many queued tasks depend on it (`dependsOn`).
+    dependents: HashMap<String, usize>,
 }
 
 impl Schedule {
@@ -51,12 +53,23 @@ impl Schedule {
             .entry(key.clone())
             .or_default()
             .insert((task.seq, task.id.clone()));
+        if let Some(dependency) = &task.depends_on {
+            *self.dependents.entry(dependency.task.clone()).or_default() += 1;
+        }
         self.tasks.insert(task.id.clone(), task);
         self.refresh_head(&key);
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let task = self.tasks.remove(id)?;
+        if let Some(dependency) = &task.depends_on {
+            if let Some(count) = self.dependents.get_mut(&dependency.task) {
+                *count -= 1;
+                if *count == 0 {
+                    self.dependents.remove(&dependency.task);
+                }
+            }
+        }
         let key = task.key().to_owned();
         if let Some(chain) = self.chains.get_mut(&key) {
             chain.remove(&(task.seq, task.id.clone()));
@@ -90,6 +103,11 @@ impl Schedule {
         self.busy_keys.insert(key.clone());
         self.refresh_head(&key);
         Some(task)
+    }
+
+    /// How many queued tasks depend on the task `id`.
+    pub fn dependents_of(&self, id: &str) -> usize {
+        self.dependents.get(id).copied().unwrap_or(0)
     }
 
     /// Whether a task of this key is running.
@@ -163,6 +181,8 @@ mod tests {
             created_at: 0.0,
             errors: vec![],
             dispatched: false,
+            expires_at: None,
+            depends_on: None,
         }
     }
 
@@ -214,6 +234,33 @@ mod tests {
         assert!(s.take_next(0.0).is_none());
         assert_eq!(s.next_due_at(), Some(5000.0));
         assert_eq!(s.take_next(5000.0).unwrap().id, "a1");
+    }
+
+    #[test]
+    fn dependents_are_counted_as_tasks_come_and_go() {
+        let mut s = Schedule::new();
+        let dependent = |id: &str, on: &str| {
+            let mut t = task(id, Priority::Normal, 2, Some(on));
+            t.depends_on = Some(crate::engine::task::Dependency {
+                task: on.into(),
+                values: Default::default(),
+            });
+            t
+        };
+        s.upsert(task("create", Priority::Normal, 1, None));
+        s.upsert(dependent("attach", "create"));
+        s.upsert(dependent("tag", "create"));
+        assert_eq!(s.dependents_of("create"), 2);
+        s.upsert(dependent("tag", "create"));
+        assert_eq!(
+            s.dependents_of("create"),
+            2,
+            "replacing a task does not count it twice"
+        );
+        s.remove("attach");
+        s.remove("tag");
+        assert_eq!(s.dependents_of("create"), 0);
+        assert_eq!(s.dependents_of("nobody"), 0);
     }
 
     #[test]

@@ -169,6 +169,12 @@ pub enum ErrorClass {
     /// `Idempotency-Key`s make that harmless) without spending the retry
     /// budget, since giving up could dead-letter what the server holds.
     Unconfirmed,
+    /// Not delivered within its retention time (`maxRetentionTime`): given
+    /// up without being sent again.
+    Expired,
+    /// The task it depends on failed, or its answer lacks a value this task
+    /// needs: it cannot be filled in, so it is not sent.
+    Dependency,
 }
 
 impl ErrorClass {
@@ -181,6 +187,8 @@ impl ErrorClass {
             Self::Permission => "permission",
             Self::Conflict => "conflict",
             Self::Unconfirmed => "unconfirmed",
+            Self::Expired => "expired",
+            Self::Dependency => "dependency",
         }
     }
 }
@@ -197,6 +205,20 @@ pub struct TaskError {
     pub at: Millis,
 }
 
+/// A task that waits for an earlier one and is filled in from its answer:
+/// `{{name}}` in the URL, in header values and in JSON body strings becomes
+/// the value found at `values[name]` in that answer (see
+/// [`crate::engine::dependency`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Dependency {
+    /// The id of the task whose answer this one needs.
+    pub task: String,
+    /// Placeholder name → where in the answer: `body.id`, `body.items.0.id`,
+    /// `headers.location`, `status`.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+}
+
 /// What the application asks to queue; the engine completes it into a [`Task`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTask {
@@ -205,6 +227,9 @@ pub struct NewTask {
     pub ordering_key: Option<String>,
     pub request: HttpRequest,
     pub retry_on_failure: bool,
+    /// How long it may wait undelivered; `None`: the client's default.
+    pub max_retention_time: Option<Millis>,
+    pub depends_on: Option<Dependency>,
 }
 
 /// A unit of queued work, exactly as stored in the `tasks` object store.
@@ -239,6 +264,13 @@ pub struct Task {
     /// record queues behind it instead of replacing it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dispatched: bool,
+    /// When it stops being retried and becomes a dead letter (`expired`),
+    /// if it was not delivered by then. Plain requests only.
+    #[serde(default, with = "iso::option", skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Millis>,
+    /// The earlier task whose answer fills this one in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Dependency>,
 }
 
 impl Task {

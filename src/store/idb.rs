@@ -7,7 +7,8 @@
 //! - `failed`  key `id`: dead letters
 //! - `records` key `[entityType, id]`, index `entityType`: replicated records
 //! - `meta`    key `key`: `{key, value}` pairs (task seq counter, client id,
-//!   cursors, schema version)
+//!   cursors, schema version, `answer:<task id>`: the kept answers of tasks
+//!   that queued tasks depend on)
 //!
 //! Every method is one transaction; writes issue all their requests and
 //! await the transaction once (awaiting each put would cost ~3x).
@@ -36,6 +37,8 @@ pub const RECORDS: &str = "records";
 pub const META: &str = "meta";
 
 const SEQ_KEY: &str = "taskSeq";
+/// Prefix of the `meta` keys under which answers are kept for dependents.
+const ANSWER_KEY: &str = "answer:";
 /// Must match the replicator's cursor key.
 const CURSOR_KEY: &str = "pullCursor";
 
@@ -329,6 +332,23 @@ impl Store for IdbStore {
         }
         finish(tx).await?;
         Ok(existed)
+    }
+
+    async fn put_answer(&self, id: &str, answer: &serde_json::Value) -> Result<(), StoreError> {
+        self.put_meta(&format!("{ANSWER_KEY}{id}"), answer).await
+    }
+
+    async fn get_answer(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get_meta(&format!("{ANSWER_KEY}{id}")).await
+    }
+
+    async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
+        let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        meta.delete(JsValue::from_str(&format!("{ANSWER_KEY}{id}")))
+            .await
+            .map_err(map_error)?;
+        finish(tx).await
     }
 }
 

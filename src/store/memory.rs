@@ -21,6 +21,8 @@ pub struct MemoryStore {
     pub loads: Cell<u64>,
     /// When set, every write fails with this error (quota, unavailable…).
     pub fail_writes: RefCell<Option<StoreError>>,
+    /// Answers kept for dependent tasks.
+    pub answers: RefCell<BTreeMap<String, serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -150,6 +152,24 @@ impl Store for MemoryStore {
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
         self.write()?;
         Ok(self.failed.borrow_mut().remove(id).is_some())
+    }
+
+    async fn put_answer(&self, id: &str, answer: &serde_json::Value) -> Result<(), StoreError> {
+        self.write()?;
+        self.answers
+            .borrow_mut()
+            .insert(id.to_owned(), answer.clone());
+        Ok(())
+    }
+
+    async fn get_answer(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.answers.borrow().get(id).cloned())
+    }
+
+    async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
+        self.write()?;
+        self.answers.borrow_mut().remove(id);
+        Ok(())
     }
 }
 

@@ -97,6 +97,8 @@ pub fn post(id: &str) -> NewTask {
             body: Some(Body::Json(serde_json::json!({ "id": id, "v": 1 }))),
         },
         retry_on_failure: true,
+        max_retention_time: None,
+        depends_on: None,
     }
 }
 

@@ -109,6 +109,15 @@ impl Store for SharedTasks {
     async fn discard_failed(&self, id: &str) -> Result<bool, StoreError> {
         self.0.tasks.discard_failed(id).await
     }
+    async fn put_answer(&self, id: &str, answer: &Value) -> Result<(), StoreError> {
+        self.0.tasks.put_answer(id, answer).await
+    }
+    async fn get_answer(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        self.0.tasks.get_answer(id).await
+    }
+    async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
+        self.0.tasks.delete_answer(id).await
+    }
 }
 
 /// The outbox's ports: replication through the replicator above.

@@ -2,6 +2,7 @@
 //! lock), up to `concurrency` requests in flight across ordering keys, each
 //! sent and settled inside its own future; due mutations batched into pushes.
 
+use super::conditions::Prepared;
 use super::settle::{Sent, Settled};
 use super::*;
 use crate::engine::credentials::{authorize, has_header, token_reaches};
@@ -103,6 +104,7 @@ impl<P: Ports> Outbox<P> {
             return Ok(self.idle_report());
         }
         self.reload_from_store().await?;
+        let expired = self.expire_overdue().await?;
         let started = self.clock.now();
         let total = {
             let mut state = self.state.borrow_mut();
@@ -114,7 +116,10 @@ impl<P: Ports> Outbox<P> {
             state.schedule.len()
         };
         self.emit_status();
-        let mut report = FlushReport::default();
+        let mut report = FlushReport {
+            failed: expired,
+            ..Default::default()
+        };
         let mut running = FuturesUnordered::new();
         // Each request is sent and settled inside its own future, so every
         // one in flight keeps being polled while another is settled (a
@@ -276,8 +281,18 @@ impl<P: Ports> Outbox<P> {
     pub(super) async fn attempt(&self, tasks: Vec<Task>) -> Result<Vec<Settled>, StoreError> {
         let (tasks, request) = match (tasks[0].kind, &self.replica) {
             (TaskKind::Request, _) => {
-                let request = tasks[0].request.clone();
-                (tasks, request)
+                let prepared = match self.prepare(&tasks[0]) {
+                    Some(preparing) => Some(preparing.await?),
+                    None => None,
+                };
+                match prepared {
+                    None => {
+                        let request = tasks[0].request.clone();
+                        (tasks, request)
+                    }
+                    Some(Prepared::Send(request)) => (tasks, request),
+                    Some(Prepared::Settled(settled)) => return Ok(settled),
+                }
             }
             (TaskKind::Mutation, replica) => {
                 let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();

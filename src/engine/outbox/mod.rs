@@ -31,6 +31,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 
+mod conditions;
 mod flush;
 pub mod health;
 mod register;
@@ -92,6 +93,8 @@ struct State {
     /// Mutations per push the server accepted after refusing a larger push
     /// with 413 (the body limit), if it did.
     push_limit: Option<usize>,
+    /// Tasks whose answer a dependent being registered will need.
+    awaited: HashSet<String>,
 }
 
 /// The implementations an outbox runs on, handed over together.
@@ -162,6 +165,7 @@ impl<P: Ports> Outbox<P> {
             closed: false,
             periodic_generation: 0,
             push_limit: None,
+            awaited: HashSet::new(),
         };
         Ok(Self {
             store,
@@ -331,9 +335,16 @@ impl<P: Ports> Outbox<P> {
 
     /// Puts a dead letter back in the queue with a fresh retry budget.
     pub async fn retry_failed(&self, id: &str) -> Result<bool, StoreError> {
-        let Some(task) = self.store.requeue_failed(id, self.clock.now()).await? else {
+        let now = self.clock.now();
+        let Some(mut task) = self.store.requeue_failed(id, now).await? else {
             return Ok(false);
         };
+        let renewed =
+            crate::engine::retention::renewed(&task, now, self.options.max_retention_time);
+        if renewed.is_some() && renewed != task.expires_at {
+            task.expires_at = renewed;
+            self.store.update_task(&task).await?;
+        }
         let mut state = self.state.borrow_mut();
         state.failed_count = state.failed_count.saturating_sub(1);
         state.schedule.upsert(task);

@@ -11,7 +11,15 @@ impl<P: Ports> Outbox<P> {
         if self.is_closed() {
             return Err(StoreError::Unavailable("the client is closed".into()));
         }
+        let now = self.clock.now();
         let task = Task {
+            expires_at: crate::engine::retention::expires_at(
+                TaskKind::Request,
+                now,
+                new.max_retention_time,
+                self.options.max_retention_time,
+            ),
+            depends_on: new.depends_on,
             id: new.id,
             kind: TaskKind::Request,
             priority: new.priority,
@@ -23,7 +31,7 @@ impl<P: Ports> Outbox<P> {
             retry_on_failure: new.retry_on_failure,
             attempts: 0,
             next_attempt_at: None,
-            created_at: self.clock.now(),
+            created_at: now,
             errors: Vec::new(),
             dispatched: false,
         };

@@ -125,6 +125,9 @@ impl<P: Ports> Outbox<P> {
         &self,
         done: Vec<(Task, HttpResponse)>,
     ) -> Result<Vec<Settled>, StoreError> {
+        if let Some(keeping) = self.keep_answers(&done) {
+            keeping.await?;
+        }
         let ids: Vec<(String, u64)> = done
             .iter()
             .map(|(t, _)| (t.id.clone(), t.revision))

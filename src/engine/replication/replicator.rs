@@ -330,6 +330,8 @@ impl<R: ReplicaPorts> Replicator<R> {
             created_at: now,
             errors: Vec::new(),
             dispatched: false,
+            expires_at: None,
+            depends_on: None,
         }
     }
 

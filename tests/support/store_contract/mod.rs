@@ -85,6 +85,8 @@ pub(super) fn request_task(id: &str) -> Task {
         created_at: T0,
         errors: vec![],
         dispatched: false,
+        expires_at: None,
+        depends_on: None,
     }
 }
 

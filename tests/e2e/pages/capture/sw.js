@@ -33,6 +33,7 @@ self.addEventListener("fetch", (event) => {
   event.respondWith(getClient().then((client) => client.captureFailedRequests(event, {
     match: /\/api\//,
     orderingKey: "uploads",
+    maxRetentionTime: 24 * 60 * 60 * 1000, // milliseconds (Workbox counts minutes: 24 * 60)
   })));
 });
 
