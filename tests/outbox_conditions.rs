@@ -437,3 +437,112 @@ fn a_dependency_answered_while_its_dependent_is_being_registered_keeps_its_answe
     );
     assert!(b.store.answers.borrow().is_empty());
 }
+
+// ----- storage: quota and loss -----
+
+use tidesync::engine::storage::{LossSeen, StorageUsage};
+use tidesync::engine::HealthStatus;
+
+#[test]
+fn health_reports_storage_past_eighty_and_ninety_five_percent() {
+    let b = bench_with(None);
+    assert_eq!(b.outbox.health().storage, None, "unknown until measured");
+    b.outbox.note_storage(StorageUsage::new(50.0, 100.0, false));
+    let health = b.outbox.health();
+    assert_eq!(health.status, HealthStatus::Healthy);
+    assert_eq!(health.storage.map(|s| s.usage_ratio), Some(0.5));
+
+    b.outbox.note_storage(StorageUsage::new(
+        85.0 * 1_048_576.0,
+        100.0 * 1_048_576.0,
+        false,
+    ));
+    let health = b.outbox.health();
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert!(
+        health
+            .issues
+            .contains(&"storage is 85% full (85.0 MB of 100.0 MB)".to_string()),
+        "{health:?}"
+    );
+    assert!(health
+        .recommendations
+        .iter()
+        .any(|r| r.contains("requestPersistentStorage()")));
+
+    b.outbox.note_storage(StorageUsage::new(96.0, 100.0, true));
+    let health = b.outbox.health();
+    assert_eq!(health.status, HealthStatus::Critical);
+    assert_eq!(
+        health.issues.len(),
+        1,
+        "one storage issue, not two: {health:?}"
+    );
+}
+
+#[test]
+fn a_store_lost_under_the_client_gets_its_queue_back_exactly() {
+    let b = bench_with(None);
+    b.transport
+        .respond_with(|request, _| match request.url.as_str() {
+            "/bad" => json_answer(422, json!({})),
+            _ => Err(TransportError::Network("offline".into())),
+        });
+    b.register(post("bad", "/bad", json!({})));
+    b.flush();
+    b.register(post("a", "/a", json!({"n": 1})));
+    let mut second = post("b", "/b", json!({"n": 2}));
+    second.ordering_key = Some("k".into());
+    b.register(second);
+    b.flush();
+    let before: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|id| b.store.task(id).expect("queued"))
+        .collect();
+    assert_eq!(b.outbox.status().failed_count, 1);
+
+    b.store.wipe();
+    let eviction = block_on(b.outbox.recover_lost_store()).expect("recover");
+    assert_eq!(eviction.seen, LossSeen::WhileOpen);
+    assert_eq!(eviction.restored_tasks, 2);
+    assert_eq!(eviction.lost_failed_tasks, 1);
+    for task in &before {
+        assert_eq!(
+            b.store.task(&task.id).as_ref(),
+            Some(task),
+            "written back exactly"
+        );
+    }
+    assert_eq!(b.events.count("storage:evicted"), 1);
+    let health = b.outbox.health();
+    assert_eq!(health.status, HealthStatus::Degraded);
+    assert!(
+        health
+            .issues
+            .iter()
+            .any(|i| i.contains("2 queued task(s) were written back")),
+        "{health:?}"
+    );
+
+    // The counter moved past the restored tasks: a new registration takes a
+    // later place, and the restored ones are delivered once online.
+    b.register(post("c", "/c", json!({})));
+    assert!(b.store.task("c").expect("queued").seq > before.iter().map(|t| t.seq).max().unwrap());
+    b.transport.respond_with(|_, _| json_answer(201, json!({})));
+    b.outbox.set_online(true);
+    assert_eq!(b.flush().completed, 3);
+}
+
+#[test]
+fn a_database_missing_on_open_is_reported_without_anything_to_restore() {
+    let b = bench_with(None);
+    let eviction = b.outbox.note_lost_on_open();
+    assert_eq!(eviction.seen, LossSeen::OnOpen);
+    assert_eq!(eviction.restored_tasks, 0);
+    assert!(b
+        .outbox
+        .health()
+        .issues
+        .iter()
+        .any(|i| i.contains("missing when the client opened")));
+}

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
     global_listeners: RefCell<Vec<GlobalListener>>,
+    /// When `getHealth().storage` was last measured (`Date.now()`).
+    pub(crate) estimated_at: Cell<f64>,
     pub(crate) live: crate::api::live::LiveParts,
 }
 
@@ -154,7 +156,9 @@ impl SyncClient {
                 wake_timer: RefCell::new(None),
                 global_listeners: RefCell::new(Vec::new()),
                 live,
+                estimated_at: Cell::new(0.0),
             });
+            crate::api::storage::after_open(&inner);
             crate::api::live::start(&inner);
             listen_for_connectivity(&inner);
             let online = global::navigator_online();
@@ -225,6 +229,7 @@ impl SyncClient {
                 return Ok(JsValue::UNDEFINED);
             }
             inner.wake_timer.borrow_mut().take();
+            inner.outbox.store().stop_watching();
             let target = global::global();
             for (name, listener) in inner.global_listeners.borrow_mut().drain(..) {
                 let _ = global::call(
@@ -394,33 +399,7 @@ impl SyncClient {
     /// (`navigator.storage.estimate()`), or `null` where the API is missing.
     #[wasm_bindgen(js_name = getStorageEstimate, unchecked_return_type = "Promise<StorageEstimate | null>")]
     pub fn get_storage_estimate(&self) -> Promise {
-        future_to_promise(async move {
-            let storage = global::prop(&global::get("navigator"), "storage");
-            let Ok(pending) = global::call(&storage, "estimate", &[]) else {
-                return Ok(JsValue::NULL);
-            };
-            let estimate = JsFuture::from(Promise::from(pending)).await?;
-            let persisted = match global::call(&storage, "persisted", &[]) {
-                Ok(p) => JsFuture::from(Promise::from(p))
-                    .await
-                    .ok()
-                    .and_then(|v| v.as_bool())
-                    .unwrap_or(false),
-                Err(_) => false,
-            };
-            let number = |name: &str| global::prop(&estimate, name).as_f64().unwrap_or(0.0);
-            #[derive(serde::Serialize)]
-            struct Estimate {
-                usage: f64,
-                quota: f64,
-                persisted: bool,
-            }
-            to_js_value(&Estimate {
-                usage: number("usage"),
-                quota: number("quota"),
-                persisted,
-            })
-        })
+        future_to_promise(crate::api::storage::estimate_js())
     }
 
     /// Page side: registers a Background Sync tag (default `"tidesync"`).
@@ -546,6 +525,7 @@ pub(crate) fn schedule_flush(inner: &Rc<Inner>) {
 pub(crate) async fn run_flush(inner: &Rc<Inner>) -> Result<FlushReport, StoreError> {
     let started = crate::api::devtools::performance_now();
     let report = inner.outbox.flush().await?;
+    crate::api::storage::refresh_estimate(inner, false);
     crate::api::devtools::measure("tidesync:flush", started, &inner.name, &report);
     arm_wake_timer(inner, report.next_wakeup_at);
     Ok(report)

@@ -29,6 +29,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "pull:complete",
     "live:open",
     "live:closed",
+    "storage:evicted",
 ];
 
 pub struct JsEvents {
@@ -164,6 +165,7 @@ pub fn event_args(event: &Event) -> Vec<JsValue> {
             })]
         }
         Event::Conflict(conflict) => vec![js(conflict)],
+        Event::StorageEvicted(eviction) => vec![js(eviction)],
         Event::PullComplete {
             pulled,
             pages,
@@ -201,9 +203,10 @@ impl EventSink for JsEvents {
         let name = event.name();
         let args = event_args(&event);
         match &event {
-            Event::Failed { .. } | Event::AuthRequired { .. } | Event::CircuitOpen { .. } => {
-                self.logger.warn(name, args.first())
-            }
+            Event::Failed { .. }
+            | Event::AuthRequired { .. }
+            | Event::CircuitOpen { .. }
+            | Event::StorageEvicted(_) => self.logger.warn(name, args.first()),
             Event::Progress { .. } | Event::Status(_) => {}
             _ => self.logger.debug(name, args.first()),
         }

@@ -13,6 +13,7 @@ mod log;
 mod options;
 mod relay;
 mod replication;
+mod storage;
 mod typescript;
 
 pub use client::SyncClient;

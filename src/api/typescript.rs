@@ -177,9 +177,30 @@ export interface SyncMetrics {
 }
 
 /** This origin's storage, in bytes (`navigator.storage.estimate()`). */
-export interface StorageEstimate { usage: number; quota: number; persisted: boolean; }
+export interface StorageEstimate {
+  usage: number; quota: number;
+  /** usage / quota (0 when the quota is unknown). */
+  usageRatio: number;
+  persisted: boolean;
+}
 
-export interface SyncHealth { status: "healthy" | "degraded" | "critical"; issues: string[]; recommendations: string[]; }
+export interface SyncHealth {
+  status: "healthy" | "degraded" | "critical"; issues: string[]; recommendations: string[];
+  /** This origin's storage (degraded past 80 % of the quota, critical past 95 %); null until measured. */
+  storage: StorageEstimate | null;
+}
+
+/** `storage:evicted`: the client's database vanished (evicted by the browser, or site data cleared). */
+export interface EvictionInfo {
+  /** "while-open": deleted under the running client, which wrote its queue back;
+   *  "on-open": missing when the client opened, though this browser had opened it before. */
+  seen: "while-open" | "on-open";
+  detectedAt: string;
+  /** Queued tasks the client held in memory and wrote back. */
+  restoredTasks: number;
+  /** Dead letters it knew of, now lost (local records are lost too). */
+  lostFailedTasks: number;
+}
 
 export interface FlushReport {
   sent: number; completed: number; failed: number; retried: number; remaining: number;
@@ -236,6 +257,7 @@ export interface SyncEvents {
   "live:open": (info: { leader: boolean }) => void;
   /** It closed; `retryAt` is when the next attempt is due (null: when back online). */
   "live:closed": (info: { leader: boolean; reason: string; retryAt: string | null }) => void;
+  "storage:evicted": (info: EvictionInfo) => void;
 }
 export type SyncEventName = keyof SyncEvents;
 

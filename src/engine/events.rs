@@ -49,6 +49,8 @@ pub enum Event {
     },
     /// `sync:conflict` ({entityType, id, local, remote, resolved, outcome})
     Conflict(ConflictEvent),
+    /// `storage:evicted` (eviction): the database vanished.
+    StorageEvicted(crate::engine::storage::Eviction),
     /// `pull:complete` ({pulled, pages, conflicts})
     PullComplete {
         pulled: usize,
@@ -87,6 +89,7 @@ impl Event {
             Event::AuthRequired { .. } => "auth:required",
             Event::Conflict(_) => "sync:conflict",
             Event::PullComplete { .. } => "pull:complete",
+            Event::StorageEvicted(_) => "storage:evicted",
         }
     }
 }
@@ -163,4 +166,7 @@ pub struct Health {
     pub status: HealthStatus,
     pub issues: Vec<String>,
     pub recommendations: Vec<String>,
+    /// The origin's storage (`null` until measured, or where the browser
+    /// cannot tell).
+    pub storage: Option<crate::engine::storage::StorageUsage>,
 }

@@ -22,6 +22,7 @@ pub mod query;
 pub mod replication;
 pub mod retention;
 pub mod schedule;
+pub mod storage;
 pub mod task;
 pub mod time;
 

@@ -71,6 +71,11 @@ pub trait Store {
     async fn get_answer(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError>;
 
     async fn delete_answer(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Writes tasks back exactly as given (their seq, revision and keys
+    /// kept) into a store that lost them, and moves the persisted counter
+    /// past every seq and revision among them.
+    async fn restore_tasks(&self, tasks: &[Task]) -> Result<(), StoreError>;
 }
 
 /// Errors of the transport: the request got no HTTP answer.
@@ -182,6 +187,9 @@ impl<S: Store> Store for std::rc::Rc<S> {
     }
     async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
         (**self).delete_answer(id).await
+    }
+    async fn restore_tasks(&self, tasks: &[Task]) -> Result<(), StoreError> {
+        (**self).restore_tasks(tasks).await
     }
 }
 

@@ -8,3 +8,4 @@ pub mod clock;
 pub mod event_source;
 pub mod global;
 pub mod locks;
+pub mod marker;

@@ -10,6 +10,10 @@
 //!   cursors, schema version, `answer:<task id>`: the kept answers of tasks
 //!   that queued tasks depend on)
 //!
+//! It also notices the database being deleted under it (the browser closes
+//! its connections: site data cleared, eviction) and opens it again
+//! ([`IdbStore::watch_for_loss`], [`IdbStore::reconnect`]).
+//!
 //! Every method is one transaction; writes issue all their requests and
 //! await the transaction once (awaiting each put would cost ~3x).
 
@@ -18,13 +22,17 @@ use crate::engine::replication::record::LocalRecord;
 use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
+use crate::platform::global;
 use rexie::{Index, ObjectStore, Rexie, TransactionMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
+use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::JsValue;
 
 /// Version of the IndexedDB schema. Raising it runs the upgrade path, which
@@ -44,8 +52,14 @@ const CURSOR_KEY: &str = "pullCursor";
 
 /// The IndexedDB-backed store of one client.
 pub struct IdbStore {
-    db: Rexie,
+    /// Replaced when the database vanished under the client and was
+    /// opened again (see [`IdbStore::reconnect`]).
+    db: RefCell<Rexie>,
     name: String,
+    /// The open connection that only listens for `close` (see
+    /// [`IdbStore::watch_for_loss`]).
+    watcher: Rc<RefCell<Option<JsValue>>>,
+    created: Cell<bool>,
 }
 
 impl IdbStore {
@@ -54,31 +68,79 @@ impl IdbStore {
         format!("tidesync:{client_name}")
     }
 
-    /// Opens (creating or upgrading) the database of a client.
+    /// Opens (creating or upgrading) the database of a client
+    /// ([`IdbStore::created`] says whether this open created it).
     pub async fn open(client_name: &str) -> Result<Self, StoreError> {
         let name = Self::database_name(client_name);
-        let db = Rexie::builder(&name)
-            .version(SCHEMA_VERSION)
-            .add_object_store(
-                ObjectStore::new(TASKS)
-                    .key_path("id")
-                    .add_index(Index::new("seq", "seq")),
-            )
-            .add_object_store(ObjectStore::new(FAILED).key_path("id"))
-            .add_object_store(
-                ObjectStore::new(RECORDS)
-                    .key_path_array(["entityType", "id"])
-                    .add_index(Index::new("entityType", "entityType")),
-            )
-            .add_object_store(ObjectStore::new(META).key_path("key"))
-            .build()
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open IndexedDB database {name}: {e:?}"))
-            })?;
-        let store = Self { db, name };
-        store.put_meta("schemaVersion", &SCHEMA_VERSION).await?;
+        let db = connect(&name).await?;
+        let store = Self {
+            db: RefCell::new(db),
+            name,
+            watcher: Rc::new(RefCell::new(None)),
+            created: Cell::new(false),
+        };
+        store.created.set(store.identify().await?);
         Ok(store)
+    }
+
+    /// Whether the open that made this store created the database.
+    pub fn created(&self) -> bool {
+        self.created.get()
+    }
+
+    /// Whether the database was created by the open just made: every
+    /// open writes the schema version, so a database without one is new.
+    async fn identify(&self) -> Result<bool, StoreError> {
+        let fresh = self.get_meta::<u32>("schemaVersion").await?.is_none();
+        self.put_meta("schemaVersion", &SCHEMA_VERSION).await?;
+        Ok(fresh)
+    }
+
+    /// Opens the database again after its connection was closed by the
+    /// browser; says whether it came back empty (deleted meanwhile).
+    pub async fn reconnect(&self) -> Result<bool, StoreError> {
+        let db = connect(&self.name).await?;
+        let old = self.db.replace(db);
+        old.close();
+        self.identify().await
+    }
+
+    /// Calls `on_loss` when the browser closes the database's connections
+    /// (it does so when it deletes the database under a running page: site
+    /// data cleared, eviction). Rexie does not expose its connection's
+    /// `close` event, so a second connection listens; it steps aside for
+    /// another tab's upgrade or deletion (`versionchange`).
+    pub fn watch_for_loss(&self, on_loss: impl FnOnce() + 'static) {
+        self.stop_watching();
+        let Ok(request) = global::call(
+            &global::get("indexedDB"),
+            "open",
+            &[JsValue::from_str(&self.name)],
+        ) else {
+            return;
+        };
+        let slot = self.watcher.clone();
+        let opened = request.clone();
+        let on_success = Closure::once_into_js(move |_: JsValue| {
+            let db = global::prop(&opened, "result");
+            let on_close = Closure::once_into_js(move |_: JsValue| on_loss());
+            let _ = js_sys::Reflect::set(&db, &"onclose".into(), &on_close);
+            let watched = db.clone();
+            let step_aside = Closure::once_into_js(move |_: JsValue| {
+                let _ = global::call(&watched, "close", &[]);
+            });
+            let _ = js_sys::Reflect::set(&db, &"onversionchange".into(), &step_aside);
+            *slot.borrow_mut() = Some(db);
+        });
+        let _ = js_sys::Reflect::set(&request, &"onsuccess".into(), &on_success);
+    }
+
+    /// Closes the listening connection (on close, before reconnecting).
+    pub fn stop_watching(&self) {
+        if let Some(db) = self.watcher.borrow_mut().take() {
+            let _ = js_sys::Reflect::set(&db, &"onclose".into(), &JsValue::NULL);
+            let _ = global::call(&db, "close", &[]);
+        }
     }
 
     fn transaction(
@@ -86,7 +148,10 @@ impl IdbStore {
         stores: &[&str],
         mode: TransactionMode,
     ) -> Result<rexie::Transaction, StoreError> {
-        self.db.transaction(stores, mode).map_err(map_error)
+        self.db
+            .borrow()
+            .transaction(stores, mode)
+            .map_err(map_error)
     }
 
     /// Every value of one object store, in one read transaction.
@@ -105,14 +170,10 @@ impl IdbStore {
         &self.name
     }
 
-    /// The underlying database, for the replication layer's own stores.
-    pub fn database(&self) -> &Rexie {
-        &self.db
-    }
-
     /// Closes the connection (the data stays).
     pub fn close(self) {
-        self.db.close();
+        self.stop_watching();
+        self.db.into_inner().close();
     }
 
     /// Deletes a client's database entirely.
@@ -149,6 +210,29 @@ impl IdbStore {
         finish(tx).await?;
         Ok(())
     }
+}
+
+/// Opens (creating or upgrading) a database with Tidesync's schema.
+async fn connect(name: &str) -> Result<Rexie, StoreError> {
+    Rexie::builder(name)
+        .version(SCHEMA_VERSION)
+        .add_object_store(
+            ObjectStore::new(TASKS)
+                .key_path("id")
+                .add_index(Index::new("seq", "seq")),
+        )
+        .add_object_store(ObjectStore::new(FAILED).key_path("id"))
+        .add_object_store(
+            ObjectStore::new(RECORDS)
+                .key_path_array(["entityType", "id"])
+                .add_index(Index::new("entityType", "entityType")),
+        )
+        .add_object_store(ObjectStore::new(META).key_path("key"))
+        .build()
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot open IndexedDB database {name}: {e:?}"))
+        })
 }
 
 /// Serializes to a plain object (maps as objects), as DevTools shows best.
@@ -346,6 +430,27 @@ impl Store for IdbStore {
         let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
         let meta = tx.store(META).map_err(map_error)?;
         meta.delete(JsValue::from_str(&format!("{ANSWER_KEY}{id}")))
+            .await
+            .map_err(map_error)?;
+        finish(tx).await
+    }
+
+    async fn restore_tasks(&self, restored: &[Task]) -> Result<(), StoreError> {
+        let tx = self.transaction(&[TASKS, META], TransactionMode::ReadWrite)?;
+        let tasks = tx.store(TASKS).map_err(map_error)?;
+        let meta = tx.store(META).map_err(map_error)?;
+        let seq = restored
+            .iter()
+            .map(|t| t.seq.max(t.revision))
+            .max()
+            .unwrap_or(0)
+            .max(last_seq(&meta).await?);
+        let values = restored
+            .iter()
+            .map(|t| to_js(t).map(|v| (v, None)))
+            .collect::<Result<Vec<_>, _>>()?;
+        tasks.put_all(values.into_iter()).await.map_err(map_error)?;
+        meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
             .await
             .map_err(map_error)?;
         finish(tx).await

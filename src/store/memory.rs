@@ -45,6 +45,14 @@ impl MemoryStore {
     pub fn task_count(&self) -> usize {
         self.tasks.borrow().len()
     }
+
+    /// Loses everything, as a browser deleting the database does.
+    pub fn wipe(&self) {
+        self.tasks.borrow_mut().clear();
+        self.failed.borrow_mut().clear();
+        self.answers.borrow_mut().clear();
+        self.seq.set(0);
+    }
 }
 
 impl Store for MemoryStore {
@@ -169,6 +177,17 @@ impl Store for MemoryStore {
     async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
         self.write()?;
         self.answers.borrow_mut().remove(id);
+        Ok(())
+    }
+
+    async fn restore_tasks(&self, tasks: &[Task]) -> Result<(), StoreError> {
+        self.write()?;
+        let mut stored = self.tasks.borrow_mut();
+        for task in tasks {
+            self.seq
+                .set(self.seq.get().max(task.seq).max(task.revision));
+            stored.insert(task.id.clone(), task.clone());
+        }
         Ok(())
     }
 }

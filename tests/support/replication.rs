@@ -118,6 +118,9 @@ impl Store for SharedTasks {
     async fn delete_answer(&self, id: &str) -> Result<(), StoreError> {
         self.0.tasks.delete_answer(id).await
     }
+    async fn restore_tasks(&self, tasks: &[Task]) -> Result<(), StoreError> {
+        self.0.tasks.restore_tasks(tasks).await
+    }
 }
 
 /// The outbox's ports: replication through the replicator above.

@@ -3,6 +3,7 @@
 //! what the app can do. The verdict is the worst severity that applies.
 
 use crate::engine::events::{Health, HealthStatus, Status};
+use crate::engine::storage::{self, Eviction, StorageUsage};
 use crate::engine::time::Millis;
 
 /// A task waiting longer than this makes the outbox degraded.
@@ -13,6 +14,14 @@ pub struct HealthInputs<'a> {
     pub status: &'a Status,
     /// How long the oldest queued task has waited, if any is queued.
     pub oldest_wait_ms: Option<Millis>,
+    /// The origin's storage, once measured.
+    pub storage: Option<&'a StorageUsage>,
+    /// The database vanished (and how), if it did.
+    pub eviction: Option<&'a Eviction>,
+}
+
+fn usage_ratio(i: &HealthInputs) -> f64 {
+    i.storage.map_or(0.0, |s| s.usage_ratio)
 }
 
 struct Rule {
@@ -22,7 +31,7 @@ struct Rule {
     recommendation: Option<&'static str>,
 }
 
-const RULES: [Rule; 5] = [
+const RULES: [Rule; 8] = [
     Rule {
         severity: HealthStatus::Critical,
         applies: |i| i.status.auth_required,
@@ -58,6 +67,24 @@ const RULES: [Rule; 5] = [
         issue: |_| "a task has waited for more than an hour".into(),
         recommendation: Some("check connectivity and the server; call flush() to retry now"),
     },
+    Rule {
+        severity: HealthStatus::Critical,
+        applies: |i| usage_ratio(i) >= storage::CRITICAL_RATIO,
+        issue: |i| i.storage.map(storage::usage_issue).unwrap_or_default(),
+        recommendation: Some(storage::USAGE_ADVICE),
+    },
+    Rule {
+        severity: HealthStatus::Degraded,
+        applies: |i| (storage::FULL_RATIO..storage::CRITICAL_RATIO).contains(&usage_ratio(i)),
+        issue: |i| i.storage.map(storage::usage_issue).unwrap_or_default(),
+        recommendation: Some(storage::USAGE_ADVICE),
+    },
+    Rule {
+        severity: HealthStatus::Degraded,
+        applies: |i| i.eviction.is_some(),
+        issue: |i| i.eviction.map(storage::eviction_issue).unwrap_or_default(),
+        recommendation: Some(storage::EVICTION_ADVICE),
+    },
 ];
 
 /// The verdict, the issues and the recommendations, in the table's order.
@@ -66,6 +93,7 @@ pub fn assess(inputs: &HealthInputs) -> Health {
         status: HealthStatus::Healthy,
         issues: Vec::new(),
         recommendations: Vec::new(),
+        storage: inputs.storage.cloned(),
     };
     for rule in RULES.iter().filter(|r| (r.applies)(inputs)) {
         health.status = worse(health.status, rule.severity);

@@ -37,6 +37,7 @@ pub mod health;
 mod register;
 mod settle;
 mod snapshot;
+mod storage;
 
 /// How many recently completed task ids `task_status` remembers.
 const COMPLETED_MEMORY: usize = 1000;
@@ -95,6 +96,10 @@ struct State {
     push_limit: Option<usize>,
     /// Tasks whose answer a dependent being registered will need.
     awaited: HashSet<String>,
+    /// The origin's storage, as last measured.
+    storage: Option<crate::engine::storage::StorageUsage>,
+    /// The database vanished, if it did.
+    eviction: Option<crate::engine::storage::Eviction>,
 }
 
 /// The implementations an outbox runs on, handed over together.
@@ -166,6 +171,8 @@ impl<P: Ports> Outbox<P> {
             periodic_generation: 0,
             push_limit: None,
             awaited: HashSet::new(),
+            storage: None,
+            eviction: None,
         };
         Ok(Self {
             store,

@@ -94,9 +94,12 @@ impl<P: Ports> Outbox<P> {
             .tasks()
             .map(|t| t.created_at)
             .reduce(f64::min);
+        let state = self.state.borrow();
         health::assess(&health::HealthInputs {
             status: &status,
             oldest_wait_ms: oldest.map(|at| now - at),
+            storage: state.storage.as_ref(),
+            eviction: state.eviction.as_ref(),
         })
     }
 }
