@@ -38,6 +38,8 @@ macro_rules! cases {
         $run!(a_requeued_dead_letter_goes_to_the_end_of_the_queue_with_a_fresh_budget);
         $run!(requeueing_a_dead_letter_whose_id_was_registered_again_keeps_the_newer_payload);
         $run!(discarding_a_dead_letter_says_whether_it_existed);
+        $run!(kept_answers_read_back_until_deleted);
+        $run!(restored_tasks_come_back_exactly_and_the_counter_moves_past_them);
         $run!(write_local_coalesces_into_a_mutation_never_dispatched);
         $run!(write_local_places_a_write_behind_a_dispatched_mutation);
         $run!(write_local_drops_the_record_s_dead_letters_and_no_other);

@@ -191,3 +191,37 @@ pub async fn discarding_a_dead_letter_says_whether_it_existed<S: StoreUnderTest>
     assert!(s.tasks().list_failed().await.unwrap().is_empty());
     assert!(queued(s).await.is_empty(), "gone for good");
 }
+
+/// Answers kept for dependent tasks: read back as stored, gone once deleted.
+pub async fn kept_answers_read_back_until_deleted<S: StoreUnderTest>(s: &S) {
+    let answer =
+        json!({"status": 201, "headers": {"location": "/n/42"}, "body": {"id": 42, "tags": ["a"]}});
+    assert_eq!(s.tasks().get_answer("create").await.unwrap(), None);
+    s.tasks().put_answer("create", &answer).await.unwrap();
+    assert_eq!(s.tasks().get_answer("create").await.unwrap(), Some(answer));
+    s.tasks().delete_answer("create").await.unwrap();
+    assert_eq!(s.tasks().get_answer("create").await.unwrap(), None);
+    s.tasks().delete_answer("never-kept").await.unwrap();
+}
+
+/// Tasks written back after the database was lost come back exactly, and
+/// a registration after them takes a later place and revision.
+pub async fn restored_tasks_come_back_exactly_and_the_counter_moves_past_them<S: StoreUnderTest>(
+    s: &S,
+) {
+    let mut first = request_task("a");
+    first.seq = 7;
+    first.revision = 9;
+    first.attempts = 2;
+    let mut second = request_task("b");
+    second.seq = 8;
+    second.revision = 8;
+    second.ordering_key = Some("k".into());
+    s.tasks()
+        .restore_tasks(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(queued(s).await, vec![first, second]);
+    let later = register(s, vec![request_task("c")]).await;
+    assert!(later[0].seq > 9 && later[0].revision > 9, "{later:?}");
+}
