@@ -529,6 +529,19 @@ async fn register_in(
     Ok(batch)
 }
 
+/// The keys of a record's chain of mutations (`head` and every `head#…`),
+/// and a few other ids that sort between them, which readers filter out
+/// with [`in_chain`].
+fn chain_range(head: &str) -> Result<rexie::KeyRange, StoreError> {
+    rexie::KeyRange::bound(
+        &JsValue::from_str(head),
+        &JsValue::from_str(&format!("{head}#\u{ffff}")),
+        Some(false),
+        Some(false),
+    )
+    .map_err(|e| map_error(e.into()))
+}
+
 /// The queued mutations of a record, oldest first, read inside an open
 /// transaction: its head id and every `head#…` id, one key range.
 async fn chain_in(
@@ -537,14 +550,10 @@ async fn chain_in(
     id: &str,
 ) -> Result<Vec<Task>, StoreError> {
     let head = mutation_task_id(entity_type, id);
-    let range = rexie::KeyRange::bound(
-        &JsValue::from_str(&head),
-        &JsValue::from_str(&format!("{head}#\u{ffff}")),
-        Some(false),
-        Some(false),
-    )
-    .map_err(|e| map_error(e.into()))?;
-    let values = tasks.get_all(Some(range), None).await.map_err(map_error)?;
+    let values = tasks
+        .get_all(Some(chain_range(&head)?), None)
+        .await
+        .map_err(map_error)?;
     let mut chain = Vec::new();
     for value in values {
         let task: Task = from_js(value)?;
@@ -629,15 +638,8 @@ impl RecordStore for IdbStore {
         // one later would send older data over the newer.
         let failed = tx.store(FAILED).map_err(map_error)?;
         let head = mutation_task_id(&record.entity_type, &record.id);
-        let range = rexie::KeyRange::bound(
-            &JsValue::from_str(&head),
-            &JsValue::from_str(&format!("{head}#\u{ffff}")),
-            Some(false),
-            Some(false),
-        )
-        .map_err(|e| map_error(e.into()))?;
         let failed_keys = failed
-            .get_all_keys(Some(range), None)
+            .get_all_keys(Some(chain_range(&head)?), None)
             .await
             .map_err(map_error)?;
         for key in failed_keys {
