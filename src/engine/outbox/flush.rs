@@ -183,6 +183,9 @@ impl<P: Ports> Outbox<P> {
 
     /// Merges what other tabs and workers registered or finished.
     pub(super) async fn reload_from_store(&self) -> Result<(), StoreError> {
+        // A task registered, adopted or requeued while this read is under way
+        // may be missing from it: it is not gone.
+        self.state.borrow_mut().added_since_load.clear();
         let stored = self.store.load_tasks().await?;
         // Dead letters change outside this engine too (other tabs, a local
         // write superseding a failed mutation).
@@ -193,7 +196,11 @@ impl<P: Ports> Outbox<P> {
         let gone: Vec<String> = state
             .schedule
             .tasks()
-            .filter(|t| !stored_ids.contains(&t.id) && !state.in_flight.contains(&t.id))
+            .filter(|t| {
+                !stored_ids.contains(&t.id)
+                    && !state.in_flight.contains(&t.id)
+                    && !state.added_since_load.contains(&t.id)
+            })
             .map(|t| t.id.clone())
             .collect();
         for id in gone {

@@ -81,6 +81,9 @@ struct State {
     make_all_due: bool,
     pending_registrations: Vec<Registration>,
     committing: bool,
+    /// Tasks put in the schedule since the last read of the whole queue
+    /// began: that read may predate them, so it must not drop them.
+    added_since_load: HashSet<String>,
     /// Answered tasks waiting to leave the store in the next group commit.
     pending_acks: Vec<Acknowledgement>,
     acknowledging: bool,
@@ -160,6 +163,7 @@ impl<P: Ports> Outbox<P> {
             make_all_due: false,
             pending_registrations: Vec::new(),
             committing: false,
+            added_since_load: HashSet::new(),
             pending_acks: Vec::new(),
             acknowledging: false,
             failed_count,
@@ -205,6 +209,7 @@ impl<P: Ports> Outbox<P> {
             .get(&task.id)
             .is_none_or(|t| t.revision < task.revision)
         {
+            state.added_since_load.insert(task.id.clone());
             state.schedule.upsert(task);
         }
         state.rerun_requested |= state.flushing;
@@ -354,7 +359,9 @@ impl<P: Ports> Outbox<P> {
         }
         let mut state = self.state.borrow_mut();
         state.failed_count = state.failed_count.saturating_sub(1);
+        state.added_since_load.insert(task.id.clone());
         state.schedule.upsert(task);
+        state.rerun_requested |= state.flushing;
         Ok(true)
     }
 

@@ -67,6 +67,7 @@ impl<P: Ports> Outbox<P> {
                 Ok(stored) => {
                     for (task, sender) in stored.into_iter().zip(senders) {
                         state.metrics.registered += 1;
+                        state.added_since_load.insert(task.id.clone());
                         state.schedule.upsert(task.clone());
                         state.rerun_requested |= state.flushing;
                         let _ = sender.send(Ok(task));
