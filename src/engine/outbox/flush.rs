@@ -209,8 +209,10 @@ impl<P: Ports> Outbox<P> {
         for task in stored {
             let in_flight = state.in_flight.contains(&task.id);
             let keep_ours = state.schedule.get(&task.id).is_some_and(|t| {
+                // The stored copy wins a tie: another tab may have
+                // dispatched (frozen) it without changing its revision.
                 t.revision > task.revision
-                    || (t.revision == task.revision && (in_flight || t.attempts >= task.attempts))
+                    || (t.revision == task.revision && (in_flight || t.attempts > task.attempts))
             });
             if !keep_ours {
                 state.schedule.upsert(task);
