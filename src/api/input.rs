@@ -360,8 +360,9 @@ impl Walk {
                 "refers back to `{outer}` (a cyclic value); JSON cannot hold cycles"
             )));
         }
-        let field = self.path();
-        if is_array(value, &field, self.invalid)? {
+        let array = array_is_array(value)
+            .map_err(|e| self.fail(&format!("could not be inspected: {}", thrown(&e))))?;
+        if array {
             self.ancestors.push(value.clone());
             let result = self.array(value);
             self.ancestors.pop();
@@ -398,12 +399,23 @@ impl Walk {
         Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
     }
 
+    /// The object's own keys; paths are formatted only for an error.
+    fn keys(&self, value: &JsValue) -> Result<Vec<String>, ApiError> {
+        let keys = object_keys(value).map_err(|e| {
+            self.fail(&format!(
+                "threw when its fields were listed: {}",
+                thrown(&e)
+            ))
+        })?;
+        Ok(keys.iter().filter_map(|k| k.as_string()).collect())
+    }
+
     fn array(&mut self, value: &JsValue) -> Result<Value, ApiError> {
-        let field = self.path();
-        let length = get(value, "length", &field, self.invalid)?
+        let length = js_sys::Reflect::get(value, &JsValue::from_str("length"))
+            .map_err(|e| self.fail(&format!("threw when read: {}", thrown(&e))))?
             .as_f64()
             .unwrap_or(0.0);
-        let present = keys(value, &field, self.invalid)?;
+        let present = self.keys(value)?;
         // Only indexes are keys of a plain array; fewer keys than `length`
         // means holes, which JSON.stringify would turn into null.
         if (present.len() as f64) < length {
@@ -423,9 +435,8 @@ impl Walk {
     }
 
     fn object(&mut self, value: &JsValue) -> Result<Value, ApiError> {
-        let field = self.path();
         let mut out = Map::new();
-        for key in keys(value, &field, self.invalid)? {
+        for key in self.keys(value)? {
             self.path.push(Step::Key(key.clone()));
             let result = self.field(value, &key);
             self.path.pop();
@@ -488,4 +499,20 @@ pub fn copy_fields(object: &JsValue, field: &str, invalid: Invalid) -> Result<Js
         let _ = js_sys::Reflect::set(&copy, &JsValue::from_str(&key), &value);
     }
     Ok(copy.into())
+}
+
+/// JSON handed back to JavaScript (records, task bodies): like the store's
+/// conversion, except that `null` stays `null` (serde-wasm-bindgen writes
+/// unit as `undefined`, which turned `{ a: null }` into `{ a: undefined }`
+/// on the way out).
+pub fn to_js_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(
+            &serde_wasm_bindgen::Serializer::new()
+                .serialize_maps_as_objects(true)
+                .serialize_missing_as_null(true),
+        )
+        .map_err(|e| {
+            ApiError::InvalidRecord(format!("a value could not be handed back: {e}")).into()
+        })
 }
