@@ -209,7 +209,12 @@ pub fn kind(value: &JsValue) -> String {
         return format!("{b}");
     }
     if let Some(n) = value.as_f64() {
-        return format!("the number {n}");
+        return match n {
+            n if n.is_nan() => "NaN".into(),
+            n if n.is_infinite() && n > 0.0 => "Infinity".into(),
+            n if n.is_infinite() => "-Infinity".into(),
+            n => format!("the number {n}"),
+        };
     }
     if let Some(s) = value.as_string() {
         return format!("the string {:?}", shorten(&s, 40));
@@ -387,8 +392,14 @@ impl Walk {
 
     fn number(&self, n: f64) -> Result<Value, ApiError> {
         if !n.is_finite() {
+            // As JavaScript spells them (Rust prints `inf`).
+            let spelled = match n {
+                n if n.is_nan() => "NaN",
+                n if n > 0.0 => "Infinity",
+                _ => "-Infinity",
+            };
             return Err(self.fail(&format!(
-                "is {n}, which JSON cannot hold; use null or a finite number"
+                "is {spelled}, which JSON cannot hold; use null or a finite number"
             )));
         }
         // Integers stay integers (as serde_json reads them back).

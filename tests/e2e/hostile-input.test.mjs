@@ -31,13 +31,14 @@ const SEED = Number(process.env.HOSTILE_SEED ?? Math.floor(Math.random() * 2 ** 
 const ROUNDS = Number(process.env.HOSTILE_ROUNDS ?? 150);
 console.log(`[hostile] seed ${SEED}, ${ROUNDS} random rounds (replay: HOSTILE_SEED=${SEED})`);
 
-let pages, server, browser;
+let pages, server, browser, panicPkg;
 before(async () => {
   pages = await startTestServer();
   server = await startTidesyncServer();
   browser = await launchBrowser();
 });
 after(async () => {
+  await panicPkg?.close();
   await browser?.close();
   await server?.close();
   await pages?.close();
@@ -239,7 +240,7 @@ async function fuzz({ seed, rounds, apiUrl, serverUrl, token, only }) {
       // A 10 MB record is valid; every subscription would then copy it
       // (record volume is tests/e2e/replication-volume.test.mjs's).
       skip: (v) => v === HUGE,
-      expect: (f) => ({ codes: ["invalid-record", "unknown-entity-type"], fields: [{ "(entityType)": "entityType", "(record)": "record", "nested.deeper": "record.nested", id: "`id`" }[f] ?? `record.${f}`] }),
+      expect: (f) => ({ codes: ["invalid-record", "unknown-entity-type"], fields: [{ "(entityType)": "entityType", "(record)": "record", "nested.deeper": "record.nested", id: "id" }[f] ?? `record.${f}`] }),
       make: (v, f) => {
         if (f === "(entityType)") return replicated.put(v, { title: "t" });
         if (f === "(record)") return replicated.put("notes", v);
@@ -457,7 +458,6 @@ test("flush() resolves a complete report (it used to resolve undefined when the 
 
 // ----- a forced panic (test-only build) -----
 
-let panicPkg;
 async function panicPage() {
   if (!panicPkg) {
     execFileSync("bash", ["scripts/build.sh", "--test-panic"], { stdio: "inherit" });
@@ -474,7 +474,6 @@ async function panicPage() {
     });
     await new Promise((ok) => http.listen(0, "127.0.0.1", ok));
     panicPkg = { url: `http://127.0.0.1:${http.address().port}/`, close: () => new Promise((ok) => http.close(ok)) };
-    after(() => panicPkg.close());
   }
   return harness(panicPkg.url);
 }
