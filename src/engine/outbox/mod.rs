@@ -34,6 +34,7 @@ use std::collections::{HashSet, VecDeque};
 mod conditions;
 mod flush;
 pub mod health;
+pub mod inspect;
 mod register;
 mod settle;
 mod snapshot;
