@@ -9,7 +9,7 @@ use crate::api::options::{encode_body, parse_client_options, parse_register};
 use crate::engine::outbox::{FlushReport, Outbox, OutboxPorts};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
 use crate::engine::replication::replicator::ReplicaPorts;
-use crate::engine::replication::Replicator;
+use crate::engine::replication::{Replicator, ReplicatorPorts};
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
 use crate::platform::locks::FlushLock;
@@ -130,11 +130,13 @@ impl SyncClient {
             let replicator = match options.replication {
                 Some(setup) => {
                     let replicator = Replicator::<BrowserReplica>::open(
-                        live.observe(store.clone()),
-                        HttpTransport,
-                        BrowserClock,
-                        events.clone(),
-                        crate::api::replication::JsResolver(setup.on_conflict),
+                        ReplicatorPorts {
+                            records: live.observe(store.clone()),
+                            transport: HttpTransport,
+                            clock: BrowserClock,
+                            events: events.clone(),
+                            resolver: crate::api::replication::JsResolver(setup.on_conflict),
+                        },
                         setup.options,
                     )
                     .await

@@ -92,6 +92,16 @@ pub struct VerifyReport {
     pub repaired: usize,
 }
 
+/// The implementations a replicator runs on, handed over together (as
+/// [`crate::engine::outbox::OutboxPorts`] for the outbox).
+pub struct ReplicatorPorts<R: ReplicaPorts> {
+    pub records: R::Records,
+    pub transport: R::Transport,
+    pub clock: R::Clock,
+    pub events: R::Events,
+    pub resolver: R::Resolver,
+}
+
 pub struct Replicator<R: ReplicaPorts> {
     records: R::Records,
     transport: R::Transport,
@@ -142,14 +152,19 @@ fn mutation_of(task: &Task) -> Option<protocol::Mutation> {
 }
 
 impl<R: ReplicaPorts> Replicator<R> {
+    /// Opens the replicator over its ports: reads (or makes) this client's
+    /// id, and starts the cursor over when the entity types changed.
     pub async fn open(
-        records: R::Records,
-        transport: R::Transport,
-        clock: R::Clock,
-        events: R::Events,
-        resolver: R::Resolver,
+        ports: ReplicatorPorts<R>,
         options: ReplicationOptions,
     ) -> Result<Self, StoreError> {
+        let ReplicatorPorts {
+            records,
+            transport,
+            clock,
+            events,
+            resolver,
+        } = ports;
         let client_id = match records.get_meta_text(CLIENT_ID_KEY).await? {
             Some(id) => id,
             None => {
