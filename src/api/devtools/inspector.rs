@@ -278,6 +278,9 @@ impl Inspector {
     }
 
     fn on_message(self: &Rc<Self>, data: JsValue) {
+        if crate::api::guard::halted() {
+            return;
+        }
         let kind = global::prop(&data, "type").as_string().unwrap_or_default();
         match kind.as_str() {
             "hello" => {

@@ -28,7 +28,6 @@ use js_sys::{Map, Object, Reflect};
 use serde::Serialize;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 /// At most one change-driven snapshot per this many milliseconds.
 pub const THROTTLE_MS: f64 = 150.0;
@@ -179,9 +178,12 @@ fn method(
     f: impl Fn(&Rc<Inner>) -> JsValue + 'static,
     weak: Weak<Inner>,
 ) {
-    let closure = Closure::<dyn Fn() -> JsValue>::new(move || match weak.upgrade() {
-        Some(inner) => f(&inner),
-        None => JsValue::UNDEFINED,
+    let closure = Closure::<dyn Fn() -> Result<JsValue, JsValue>>::new(move || {
+        crate::api::guard::check()?;
+        Ok(match weak.upgrade() {
+            Some(inner) => f(&inner),
+            None => JsValue::UNDEFINED,
+        })
     });
     let _ = Reflect::set(target, &JsValue::from_str(name), &closure.into_js_value());
 }
@@ -222,12 +224,12 @@ pub(crate) fn register_client(inner: &Rc<Inner>) {
         "failed",
         |i| {
             let inner = i.clone();
-            future_to_promise(async move {
+            crate::api::guard::promise(async move {
                 let failed = inner
                     .outbox()
                     .list_failed()
                     .await
-                    .map_err(|e| JsValue::from_str(&e.to_string()))?;
+                    .map_err(crate::api::client::store_error)?;
                 Ok(to_js(&failed).unwrap_or_default())
             })
             .into()
@@ -239,7 +241,7 @@ pub(crate) fn register_client(inner: &Rc<Inner>) {
         "snapshot",
         |i| {
             let name = i.name().to_owned();
-            future_to_promise(async move {
+            crate::api::guard::promise(async move {
                 match inspector(&name) {
                     Some(inspector) => Ok(inspector.snapshot().await.unwrap_or_default()),
                     None => Ok(JsValue::UNDEFINED),
