@@ -18,6 +18,8 @@
 mod support;
 
 use proptest::prelude::*;
+// Named explicitly: `support::replication` brings the conflict `Strategy` too.
+use proptest::strategy::Strategy;
 use support::replication::*;
 use tidesync::engine::capture::method_error;
 use tidesync::engine::dependency::{lookup, placeholders, valid_name, valid_path};
