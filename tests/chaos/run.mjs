@@ -15,6 +15,7 @@
 // A JSON report with every violation goes to target/chaos/report-<seed>.json.
 import { chromium } from "playwright-core";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { startFaultProxy, FAULT_KINDS } from "./proxy.mjs";
 import { startPageServer, referenceServers, serverSnapshot } from "./servers.mjs";
 import { writeScripts, nextDeviceEvent, deviceEvents, ENTITY_TYPES } from "./script.mjs";
@@ -114,11 +115,27 @@ class Device {
   async start(browser) {
     this.context = await browser.newContext();
     await this.context.exposeBinding("__chaosReport", (_source, entry) => this.run.ledger.result(entry));
+    await this.context.exposeBinding("__chaosTrace", (_source, entry) => this.run.trace(this.name, entry));
     this.control = await this.context.newPage();
     this.cdp = await this.context.newCDPSession(this.control);
     this.registrations = new Map();
     this.cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
       for (const r of registrations) this.registrations.set(r.scopeURL, r);
+    });
+    // The worker also dies when Chromium stops it or when a renderer it
+    // shares is crashed (a tab's Page.crash can take the worker with it):
+    // every stop of a running worker is a kill, observed as it is reported.
+    const workerStatus = new Map();
+    this.cdp.on("ServiceWorker.workerVersionUpdated", ({ versions }) => {
+      for (const v of versions) {
+        const before = workerStatus.get(v.versionId);
+        workerStatus.set(v.versionId, v.runningStatus);
+        if (before === "running" && v.runningStatus !== "running") {
+          const now = Date.now();
+          this.run.kills.push({ device: this.name, actor: `${this.name}/sw`, kind: "sw-stopped", at: now, doneAt: now, observed: true });
+          this.run.counts.workerStops++;
+        }
+      }
     });
     await this.cdp.send("ServiceWorker.enable");
     for (let t = 1; t <= this.run.options.tabs; t++) {
@@ -136,7 +153,14 @@ class Device {
     slot.ready = (async () => {
       for (let attempt = 1; ; attempt++) {
         const page = existing ?? await this.context.newPage();
-        if (!existing) page.on("pageerror", (e) => this.run.log(`[${this.name}/t${t}] page error: ${e.message}`));
+        if (!existing) {
+          page.on("pageerror", (e) => this.run.log(`[${this.name}/t${t}] page error: ${e.message}`));
+          // A crash of another tab's renderer can take this one too.
+          page.on("crash", () => {
+            const now = Date.now();
+            this.run.kills.push({ device: this.name, actor: `${this.name}/t${t}`, kind: "tab-crashed", at: now, doneAt: now, observed: true });
+          });
+        }
         existing = null;
         slot.page = page;
         try {
@@ -153,7 +177,11 @@ class Device {
           this.run.note("open-failed", `${this.name}/t${t}: ${error.message.split("\n")[0]}`);
         }
         if (attempt >= 5) throw new Error(`${this.name}/t${t} could not open its client 5 times`);
+        // Its client may be running (a slow open): closing it is a kill.
+        const kill = { device: this.name, actor: `${this.name}/t${t}`, kind: "reopen", at: Date.now(), doneAt: Infinity };
+        this.run.kills.push(kill);
         await page.close().catch(() => {});
+        kill.doneAt = Date.now();
         await sleep(500);
       }
     })();
@@ -240,9 +268,13 @@ async function deviceEvent(run, device, event, slot, origin) {
       // Start a flush, then kill the tab while it runs.
       await page.evaluate(() => { window.chaos.client.flush().catch(() => {}); }).catch(() => {});
       await sleep(event.midFlushMs);
-      run.kills.push({ device: device.name, actor: `${device.name}/t${event.tab}`, kind: event.kind, at: Date.now() });
+      // A kill lasts from the order until the old page is surely gone (a
+      // reload's old document lives until the new one commits): a request
+      // sent meanwhile may be answered and never recorded.
+      const kill = { device: device.name, actor: `${device.name}/t${event.tab}`, kind: event.kind, at: Date.now(), doneAt: Infinity };
+      run.kills.push(kill);
       if (event.kind === "reload") {
-        await device.openTab(event.tab, page);
+        await device.openTab(event.tab, page).finally(() => { kill.doneAt = Date.now(); });
       } else {
         if (event.kind === "crash") {
           // Page.crash never answers (its target is gone): wait for the crash instead.
@@ -251,7 +283,7 @@ async function deviceEvent(run, device, event, slot, origin) {
           cdp.send("Page.crash").catch(() => {});
           await crashed;
         }
-        const closing = page.close().catch(() => {});
+        const closing = page.close().catch(() => {}).finally(() => { kill.doneAt = Date.now(); });
         slot.ready = closing.then(() => sleep(event.reopenMs)).then(() => device.openTab(event.tab));
         await slot.ready;
       }
@@ -265,8 +297,9 @@ async function deviceEvent(run, device, event, slot, origin) {
       break;
     }
     case "sw-stop":
-      run.kills.push({ device: device.name, actor: `${device.name}/sw`, kind: event.kind, at: Date.now() });
-      await device.cdp.send("ServiceWorker.stopAllWorkers");
+      const kill = { device: device.name, actor: `${device.name}/sw`, kind: event.kind, at: Date.now(), doneAt: Infinity };
+      run.kills.push(kill);
+      await device.cdp.send("ServiceWorker.stopAllWorkers").finally(() => { kill.doneAt = Date.now(); });
       device.signalSwStop();
       device.resetSwStop();
       break;
@@ -288,7 +321,7 @@ function armServerKills(run) {
       await sleep(rng.int(0, 5)); // while the push is in the server's hands
       await victim.kill();
       run.counts.serverKills++;
-      run.kills.push({ device: "*", actor: `server${index}`, kind: "server-kill", at: Date.now() });
+      run.kills.push({ device: "*", actor: `server${index}`, kind: "server-kill", at: Date.now(), doneAt: Date.now() });
       await sleep(rng.int(100, 1500));
       const restarted = await run.servers.start(`server ${index} (restart ${run.counts.serverKills})`);
       run.serverProcs[index] = restarted;
@@ -362,11 +395,26 @@ export async function runChaos(options) {
   const started = Date.now();
   const run = {
     options, seed, ledger: makeLedger(), kills: [], opsDone: false, notes: [],
-    counts: { interruptedChunks: 0, events: {}, serverKills: 0 },
+    counts: { interruptedChunks: 0, events: {}, serverKills: 0, workerStops: 0 },
     log: (line) => { if (options.verbose) console.log(line); },
+    /** Outcomes of plain tasks as each realm heard them (see traceOutcomes), by task id. */
+    traces: new Map(),
+    traceSeen: new Set(),
+    trace(device, entry) {
+      const key = JSON.stringify(entry);
+      if (this.traceSeen.has(key)) return; // the worker's entries reach every tab
+      this.traceSeen.add(key);
+      const list = this.traces.get(entry.id) ?? [];
+      list.push({ device, ...entry });
+      this.traces.set(entry.id, list);
+    },
     note(kind, detail) { this.notes.push({ kind, detail, at: Date.now() - started }); this.log(`[${kind}] ${detail}`); },
   };
   const devices = Array.from({ length: options.devices }, (_, i) => `d${i + 1}`);
+  // The proxy shares this process's event loop with the runner: how late it
+  // got to a request tells how stale its timestamps can be.
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  loopDelay.enable();
   console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.faults ? "" : " no-faults"}`);
   console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers} --postgres <url>` : ""}`);
 
@@ -422,8 +470,20 @@ export async function runChaos(options) {
     run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
     const collected = await collect(run);
     const server = await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES);
-    const { figures, violations } = judge({ ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills });
+    const { figures, violations } = judge({
+      ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills,
+      traces: run.traces, requestTimeout: options.requestTimeout,
+    });
     if (!quiescence.quiet) violations.push({ kind: "no-quiescence", rounds: quiescence.rounds });
+    for (const v of violations) {
+      if (v.kind !== "duplicate-after-answer" && v.kind !== "duplicate-unexplained") continue;
+      // What each realm of the device made of the task, and what disturbed
+      // the device around the deliveries (times in ms since the run began).
+      v.trace = (run.traces.get(`t:${v.opId}`) ?? []).map((e) => ({ ...e, at: e.at - started }));
+      v.first = { ...v.first, at: v.first.at - started, answeredAt: v.first.answeredAt - started };
+      v.again = { ...v.again, at: v.again.at - started, answeredAt: v.again.answeredAt - started };
+      v.kills = run.kills.filter((k) => k.device === v.device && Math.abs(k.at - started - v.first.at) < 10000).map((k) => ({ ...k, at: k.at - started, doneAt: k.doneAt - started }));
+    }
     const duration = (Date.now() - started) / 1000;
 
     const faults = Object.entries(run.proxy.faults).filter(([, n]) => n > 0).map(([k, n]) => `${k}:${n}`).join(",");
@@ -443,7 +503,7 @@ export async function runChaos(options) {
       for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
     }
     if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
-    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
     console.log(summary);
     if (options.report) {
