@@ -533,7 +533,15 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
     process.on(signal, () => console.log(`chaos: received ${signal} at ${new Date().toISOString()}`));
   }
-  const result = await runChaos(options);
+  let result;
+  try {
+    result = await runChaos(options);
+  } catch (error) {
+    // The run itself broke (a device never opened, the server did not
+    // start): as much a failure as a violation, and said in one line.
+    console.log(`chaos: the run failed before the oracle could judge: ${error?.stack ?? error}`);
+    process.exit(1);
+  }
   process.exit(result.ok ? 0 : 1);
 }
 
