@@ -10,11 +10,15 @@
 //   npm run chaos -- --seed 123 --ops 3000
 //   npm run chaos -- --server-kills       SIGKILL the server during pushes, restart it on its database
 //   npm run chaos -- --servers 2 --postgres postgres://…   two servers over one PostgreSQL
+//   npm run chaos -- --postgres "$TIDESYNC_TEST_DATABASE_URL" --pg-restarts
+//                                         crash and restart PostgreSQL mid-run (after
+//                                         eval "$(bash scripts/postgres.sh start)")
 //
 // Prints the seed first and one summary line last; exits 1 on any violation.
 // A JSON report with every violation goes to target/chaos/report-<seed>.json.
 import { chromium } from "playwright-core";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { startFaultProxy, FAULT_KINDS } from "./proxy.mjs";
 import { startPageServer, referenceServers, serverSnapshot } from "./servers.mjs";
@@ -41,7 +45,7 @@ function withTimeout(promise, ms, label) {
 
 export function parseArgs(argv) {
   const options = {
-    seed: null, ops: 20000, devices: 3, tabs: 2, requestTimeout: 1500, serverKills: false,
+    seed: null, ops: 20000, devices: 3, tabs: 2, requestTimeout: 1500, serverKills: false, pgRestarts: false,
     servers: 1, postgres: null, faults: true, quiesceSeconds: 120, verbose: false, report: true,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -59,6 +63,7 @@ export function parseArgs(argv) {
       case "--tabs": options.tabs = Number(value()); break;
       case "--timeout": options.requestTimeout = Number(value()); break;
       case "--server-kills": options.serverKills = true; break;
+      case "--pg-restarts": options.pgRestarts = true; break;
       case "--servers": options.servers = Number(value()); break;
       case "--postgres": options.postgres = value(); break;
       case "--no-faults": options.faults = false; break;
@@ -70,6 +75,9 @@ export function parseArgs(argv) {
   }
   if (!Number.isInteger(options.ops) || options.ops < 1) throw new Error("--ops must be a positive integer");
   if (options.servers > 1 && !options.postgres) throw new Error("--servers 2 needs --postgres <url>: one database for both");
+  if (options.pgRestarts && (!options.postgres || !process.env.TIDESYNC_PGDATA)) {
+    throw new Error("--pg-restarts needs --postgres <url> of the cluster scripts/postgres.sh started (eval \"$(bash scripts/postgres.sh start)\" exports TIDESYNC_PGDATA)");
+  }
   return options;
 }
 
@@ -330,6 +338,34 @@ function armServerKills(run) {
   };
 }
 
+/**
+ * Crashes PostgreSQL (immediate stop: every connection cut, crash recovery
+ * at the next start) every 8–20 s (seeded) while operations run, and starts
+ * it again on the same data 0.3–3 s later. Resolves once the operations are
+ * done and the database is up.
+ */
+async function runPostgresRestarts(run) {
+  const rng = stream(run.seed, "pg-restarts");
+  const postgres = (command) => new Promise((resolve, reject) => {
+    execFile("bash", ["scripts/postgres.sh", command], (error, _stdout, stderr) => {
+      if (error) reject(new Error(`postgres.sh ${command}: ${stderr || error.message}`));
+      else resolve();
+    });
+  });
+  while (!run.opsDone) {
+    const until = Date.now() + rng.int(8000, 20000);
+    while (!run.opsDone && Date.now() < until) await sleep(100);
+    if (run.opsDone) return;
+    const at = Date.now();
+    await postgres("crash");
+    run.counts.pgRestarts++;
+    await sleep(rng.int(300, 3000));
+    await postgres("resume");
+    run.kills.push({ device: "*", actor: "postgres", kind: "pg-restart", at, doneAt: Date.now() });
+    run.log(`[event] PostgreSQL restarted (${Date.now() - at} ms down)`);
+  }
+}
+
 /** Every device's database, statuses and records, read after quiescence. */
 async function collect(run) {
   const out = [];
@@ -395,7 +431,7 @@ export async function runChaos(options) {
   const started = Date.now();
   const run = {
     options, seed, ledger: makeLedger(), kills: [], opsDone: false, notes: [],
-    counts: { interruptedChunks: 0, events: {}, serverKills: 0, workerStops: 0 },
+    counts: { interruptedChunks: 0, events: {}, serverKills: 0, workerStops: 0, pgRestarts: 0 },
     log: (line) => { if (options.verbose) console.log(line); },
     /** Outcomes of plain tasks as each realm heard them (see traceOutcomes), by task id. */
     traces: new Map(),
@@ -415,8 +451,8 @@ export async function runChaos(options) {
   // got to a request tells how stale its timestamps can be.
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
-  console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.faults ? "" : " no-faults"}`);
-  console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers} --postgres <url>` : ""}`);
+  console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.pgRestarts ? " pg-restarts" : ""}${options.faults ? "" : " no-faults"}`);
+  console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers}` : ""}${options.postgres ? " --postgres <url>" : ""}${options.pgRestarts ? " --pg-restarts" : ""}`);
 
   run.servers = referenceServers({ entityTypes: ENTITY_TYPES, databaseUrl: options.postgres });
   run.servers.onExit((label, code, signal, output) => {
@@ -451,6 +487,9 @@ export async function runChaos(options) {
     const scripts = writeScripts({ seed, devices, tabsPerDevice: options.tabs, totalOps: options.ops });
     const byName = new Map(run.devices.map((d) => [d.name, d]));
     const eventLoops = run.devices.map((d) => runDeviceEvents(run, d));
+    if (options.pgRestarts) {
+      eventLoops.push(runPostgresRestarts(run).catch((error) => run.note("pg-restart-failed", error.message)));
+    }
     const progress = setInterval(() => {
       const done = [...run.ledger.ops.values()].filter((o) => o.result).length;
       console.log(`chaos: ${((Date.now() - chaosStarted) / 1000).toFixed(0)} s: ${run.ledger.ops.size}/${options.ops} operations handed out, ${done} answered, faults ${Object.values(run.proxy.faults).reduce((a, b) => a + b, 0)}`);
@@ -503,7 +542,7 @@ export async function runChaos(options) {
       for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
     }
     if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
-    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
     console.log(summary);
     if (options.report) {
