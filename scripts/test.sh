@@ -3,7 +3,8 @@
 #   1. native: cargo fmt --check, clippy (native and wasm32), cargo test
 #   2. browser: wasm-bindgen-test suites in headless Chromium (real IndexedDB)
 #   3. server: the push/pull server against SQLite and PostgreSQL
-#   4. end to end: Playwright (playwright-core) against pages on 127.0.0.1
+#   4. end to end: Playwright (playwright-core) against pages on 127.0.0.1,
+#      then the bench's smoke form (bench/run.mjs with BENCH_SMOKE=1)
 # Each layer prints its runner's summary; the script stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +49,7 @@ eval "$(bash scripts/postgres.sh start)"
 TIDESYNC_E2E_DATABASE_URL=$TIDESYNC_TEST_DATABASE_URL node --test --test-concurrency=1 tests/e2e/
 bash scripts/postgres.sh stop
 trap - EXIT
+
+# The bench's smoke form (every row at 200 items, once): it asserts no speed,
+# only that every row still produces a figure, so the bench cannot rot.
+BENCH_SMOKE=1 bash scripts/bench.sh
