@@ -4,12 +4,14 @@
 
 use crate::api::error::{tidesync_error, ApiError};
 use crate::api::events::{JsEvents, EVENT_NAMES};
+use crate::api::guard;
+use crate::api::input;
 use crate::api::log::Logger;
 use crate::api::options::{encode_body, parse_client_options, parse_register};
 use crate::engine::outbox::{FlushReport, Outbox, OutboxPorts};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
 use crate::engine::replication::replicator::ReplicaPorts;
-use crate::engine::replication::Replicator;
+use crate::engine::replication::{Replicator, ReplicatorPorts};
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
 use crate::platform::locks::FlushLock;
@@ -21,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+use wasm_bindgen_futures::{spawn_local, JsFuture};
 
 /// The browser implementations of the engine's ports.
 pub struct BrowserPorts;
@@ -104,7 +106,8 @@ impl SyncClient {
     pub fn open(
         #[wasm_bindgen(unchecked_param_type = "SyncClientOptions")] options: JsValue,
     ) -> Promise {
-        future_to_promise(async move {
+        guard::install();
+        guard::promise(async move {
             let options = parse_client_options(&options)?;
             let logger = Logger::new(&options.name, options.log_level);
             let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
@@ -130,11 +133,13 @@ impl SyncClient {
             let replicator = match options.replication {
                 Some(setup) => {
                     let replicator = Replicator::<BrowserReplica>::open(
-                        live.observe(store.clone()),
-                        HttpTransport,
-                        BrowserClock,
-                        events.clone(),
-                        crate::api::replication::JsResolver(setup.on_conflict),
+                        ReplicatorPorts {
+                            records: live.observe(store.clone()),
+                            transport: HttpTransport,
+                            clock: BrowserClock,
+                            events: events.clone(),
+                            resolver: crate::api::replication::JsResolver(setup.on_conflict),
+                        },
                         setup.options,
                     )
                     .await
@@ -188,7 +193,7 @@ impl SyncClient {
         #[wasm_bindgen(unchecked_param_type = "RegisterOptions")] options: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let options = encode_body(&options).await?;
             let mut task = parse_register(&id, &options)?;
@@ -213,10 +218,10 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<FlushReport>")]
     pub fn flush(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let report = run_flush(&inner).await.map_err(store_error)?;
-            Ok(flush_report_js(&report))
+            flush_report_js(&report)
         })
     }
 
@@ -225,7 +230,7 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             if inner.closed.replace(true) {
                 return Ok(JsValue::UNDEFINED);
             }
@@ -254,14 +259,19 @@ impl SyncClient {
 
     /// Flushes every `intervalMs` (chained timers: no overlap, no pile-up).
     #[wasm_bindgen(js_name = startPeriodicSync)]
-    pub fn start_periodic_sync(&self, interval_ms: f64) -> Result<(), JsValue> {
+    pub fn start_periodic_sync(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] interval_ms: JsValue,
+    ) -> Result<(), JsValue> {
         self.inner.ensure_open()?;
-        if !interval_ms.is_finite() || interval_ms < 100.0 {
-            return Err(ApiError::InvalidOptions(
-                "`intervalMs` must be a number of milliseconds, at least 100".into(),
-            )
-            .into());
-        }
+        // At most 24.8 days: setTimeout's limit.
+        let interval_ms = input::number(
+            &interval_ms,
+            "intervalMs",
+            100.0,
+            2_147_000_000.0,
+            ApiError::InvalidOptions,
+        )?;
         let inner = self.inner.clone();
         spawn_local(async move { inner.outbox.run_periodic(interval_ms).await });
         Ok(())
@@ -269,6 +279,9 @@ impl SyncClient {
 
     #[wasm_bindgen(js_name = stopPeriodicSync)]
     pub fn stop_periodic_sync(&self) {
+        if guard::halted() {
+            return;
+        }
         self.inner.outbox.stop_periodic();
     }
 
@@ -278,16 +291,23 @@ impl SyncClient {
     pub fn on(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] event: JsValue,
-        listener: Function,
+        listener: JsValue,
     ) -> Result<Function, JsValue> {
-        let name = event.as_string().unwrap_or_default();
+        guard::check()?;
+        let expected = || format!("expected one of: {}", EVENT_NAMES.join(", "));
+        let name = input::string(&event, "event", 64, ApiError::InvalidEvent)
+            .map_err(|e| ApiError::InvalidEvent(format!("{e}; {}", expected())))?;
         if !EVENT_NAMES.contains(&name.as_str()) {
-            return Err(ApiError::InvalidEvent(format!(
-                "unknown event {name:?}; expected one of: {}",
-                EVENT_NAMES.join(", ")
-            ))
-            .into());
+            return Err(
+                ApiError::InvalidEvent(format!("unknown event {name:?}; {}", expected())).into(),
+            );
         }
+        let listener = input::function(
+            &listener,
+            "listener",
+            "(...args) => void",
+            ApiError::InvalidEvent,
+        )?;
         let id = self.inner.events.add(&name, listener);
         let events = Rc::downgrade(&self.inner.events);
         let off = Closure::once_into_js(move || {
@@ -301,14 +321,19 @@ impl SyncClient {
     /// `{pendingCount, failedCount, inFlightCount, online, circuit, …}`.
     #[wasm_bindgen(js_name = getStatus, unchecked_return_type = "SyncStatus")]
     pub fn get_status(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.status())
     }
 
     /// One task's state, or `null` when the id is unknown.
     #[wasm_bindgen(js_name = getTaskStatus, unchecked_return_type = "Promise<TaskStatus | null>")]
-    pub fn get_task_status(&self, id: String) -> Promise {
+    pub fn get_task_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
+            let id = task_id(&id)?;
             match inner.outbox.task_status(&id).await.map_err(store_error)? {
                 Some(status) => to_js_value(&status),
                 None => Ok(JsValue::NULL),
@@ -318,17 +343,20 @@ impl SyncClient {
 
     #[wasm_bindgen(js_name = getMetrics, unchecked_return_type = "SyncMetrics")]
     pub fn get_metrics(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.metrics())
     }
 
     #[wasm_bindgen(js_name = getHealth, unchecked_return_type = "SyncHealth")]
     pub fn get_health(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.health())
     }
 
     /// Queued tasks in the order they would run.
     #[wasm_bindgen(js_name = listQueued, unchecked_return_type = "QueuedTask[]")]
     pub fn list_queued(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.queued_tasks())
     }
 
@@ -336,17 +364,21 @@ impl SyncClient {
     #[wasm_bindgen(js_name = listFailed, unchecked_return_type = "Promise<FailedTask[]>")]
     pub fn list_failed(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             to_js_value(&inner.outbox.list_failed().await.map_err(store_error)?)
         })
     }
 
     /// Puts a dead letter back in the queue with a fresh retry budget.
     #[wasm_bindgen(js_name = retryFailed, unchecked_return_type = "Promise<boolean>")]
-    pub fn retry_failed(&self, id: String) -> Promise {
+    pub fn retry_failed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
+            let id = task_id(&id)?;
             let requeued = inner.outbox.retry_failed(&id).await.map_err(store_error)?;
             if requeued && inner.auto_flush {
                 schedule_flush(&inner);
@@ -356,9 +388,13 @@ impl SyncClient {
     }
 
     #[wasm_bindgen(js_name = discardFailed, unchecked_return_type = "Promise<boolean>")]
-    pub fn discard_failed(&self, id: String) -> Promise {
+    pub fn discard_failed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
+            let id = task_id(&id)?;
             Ok(JsValue::from_bool(
                 inner
                     .outbox
@@ -371,12 +407,26 @@ impl SyncClient {
 
     /// A new bearer token: resumes work paused by `auth:required`.
     #[wasm_bindgen(js_name = setToken)]
-    pub fn set_token(&self, token: Option<String>) {
+    pub fn set_token(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] token: JsValue,
+    ) -> Result<(), JsValue> {
+        guard::check()?;
+        let token = match input::present(token) {
+            None => None,
+            Some(token) => Some(input::string(
+                &token,
+                "token",
+                crate::api::options::MAX_TEXT,
+                ApiError::InvalidOptions,
+            )?),
+        };
         self.inner.outbox.set_token(token.filter(|t| !t.is_empty()));
         crate::api::live::token_changed(&self.inner);
         if self.inner.auto_flush && !self.inner.closed.get() {
             schedule_flush(&self.inner);
         }
+        Ok(())
     }
 
     /// Asks the browser to keep this origin's storage under pressure
@@ -384,7 +434,7 @@ impl SyncClient {
     /// Resolves whether storage is persistent; `false` where the API is missing.
     #[wasm_bindgen(js_name = requestPersistentStorage, unchecked_return_type = "Promise<boolean>")]
     pub fn request_persistent_storage(&self) -> Promise {
-        future_to_promise(async move {
+        guard::promise(async move {
             let storage = global::prop(&global::get("navigator"), "storage");
             let Ok(pending) = global::call(&storage, "persist", &[]) else {
                 return Ok(JsValue::FALSE);
@@ -400,16 +450,19 @@ impl SyncClient {
     /// (`navigator.storage.estimate()`), or `null` where the API is missing.
     #[wasm_bindgen(js_name = getStorageEstimate, unchecked_return_type = "Promise<StorageEstimate | null>")]
     pub fn get_storage_estimate(&self) -> Promise {
-        future_to_promise(crate::api::storage::estimate_js())
+        guard::promise(crate::api::storage::estimate_js())
     }
 
     /// Page side: registers a Background Sync tag (default `"tidesync"`).
     /// Resolves `false` where the browser has no Background Sync API; the
     /// client then relies on `online` events and flushing on load.
     #[wasm_bindgen(js_name = requestBackgroundSync, unchecked_return_type = "Promise<boolean>")]
-    pub fn request_background_sync(&self, tag: Option<String>) -> Promise {
-        let tag = tag.unwrap_or_else(|| "tidesync".into());
-        future_to_promise(async move {
+    pub fn request_background_sync(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+    ) -> Promise {
+        guard::promise(async move {
+            let tag = sync_tag(tag)?.unwrap_or_else(|| "tidesync".into());
             let container = global::prop(&global::get("navigator"), "serviceWorker");
             let ready = global::prop(&container, "ready");
             let Ok(ready) = ready.dyn_into::<Promise>() else {
@@ -430,10 +483,14 @@ impl SyncClient {
     /// e.waitUntil(client.handleSyncEvent(e.tag)))`: flushes, and rejects
     /// when work remains so the browser schedules another sync.
     #[wasm_bindgen(js_name = handleSyncEvent, unchecked_return_type = "Promise<FlushReport>")]
-    pub fn handle_sync_event(&self, tag: Option<String>) -> Promise {
+    pub fn handle_sync_event(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
+            let tag = sync_tag(tag)?;
             inner
                 .events
                 .logger()
@@ -449,13 +506,26 @@ impl SyncClient {
                     ),
                 ));
             }
-            Ok(flush_report_js(&report))
+            flush_report_js(&report)
         })
     }
 }
 
+/// A task id argument (`getTaskStatus`, `retryFailed`, `discardFailed`).
+fn task_id(id: &JsValue) -> Result<String, ApiError> {
+    input::string(id, "id", 500, ApiError::InvalidTask)
+}
+
+/// A Background Sync tag argument: a string, or absent.
+fn sync_tag(tag: JsValue) -> Result<Option<String>, ApiError> {
+    input::present(tag)
+        .map(|tag| input::string(&tag, "tag", 200, ApiError::InvalidOptions))
+        .transpose()
+}
+
 impl Inner {
     pub(crate) fn ensure_open(&self) -> Result<(), JsValue> {
+        guard::check()?;
         if self.closed.get() {
             return Err(ApiError::Closed.into());
         }
@@ -483,7 +553,9 @@ impl Inner {
     }
 }
 
-fn flush_report_js(report: &FlushReport) -> JsValue {
+/// The `FlushReport` handed to JavaScript; a report that cannot be
+/// converted rejects the call (it used to resolve `undefined`).
+fn flush_report_js(report: &FlushReport) -> Result<JsValue, JsValue> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Report {
@@ -494,7 +566,7 @@ fn flush_report_js(report: &FlushReport) -> JsValue {
         remaining: usize,
         next_wakeup_at: Option<String>,
     }
-    to_js(&Report {
+    to_js_value(&Report {
         sent: report.sent,
         completed: report.completed,
         failed: report.failed,
@@ -502,7 +574,6 @@ fn flush_report_js(report: &FlushReport) -> JsValue {
         remaining: report.remaining,
         next_wakeup_at: report.next_wakeup_at.map(crate::engine::time::to_iso),
     })
-    .unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Coalesces flush requests made in one tick into one flush.

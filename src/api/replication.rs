@@ -5,6 +5,9 @@
 use crate::api::client::{run_flush, schedule_flush, store_error, to_js_value, Inner, SyncClient};
 use crate::api::devtools;
 use crate::api::error::tidesync_error;
+use crate::api::error::ApiError;
+use crate::api::guard;
+use crate::api::input;
 use crate::engine::events::Event;
 use crate::engine::ports::{ConflictResolver, EventSink};
 use crate::engine::replication::replicator::ReplicationError;
@@ -17,7 +20,7 @@ use serde_json::{Map, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::JsFuture;
 
 use super::client::BrowserReplica;
 
@@ -50,17 +53,16 @@ impl ConflictResolver for JsResolver {
                 .map_err(|e| format!("onConflict rejected: {}", describe(&e)))?,
             Err(value) => value,
         };
-        let object: Map<String, Value> = serde_wasm_bindgen::from_value(value)
-            .map_err(|_| "onConflict must return the record to keep (a plain object)".to_owned())?;
+        let object = input::json_object(&value, "the record onConflict returned", |why| {
+            ApiError::InvalidRecord(format!("onConflict must return the record to keep: {why}"))
+        })
+        .map_err(|e| e.to_string())?;
         Ok(strip_reserved(object))
     }
 }
 
 fn describe(value: &JsValue) -> String {
-    global::prop(value, "message")
-        .as_string()
-        .or_else(|| value.as_string())
-        .unwrap_or_else(|| format!("{value:?}"))
+    input::thrown(value)
 }
 
 /// Fields the SDK and the server own; an app's copy of them is ignored.
@@ -110,12 +112,24 @@ pub(crate) fn replicator(inner: &Inner) -> Result<Rc<Replicator<BrowserReplica>>
 }
 
 pub(crate) fn entity_type_arg(value: &JsValue) -> Result<String, JsValue> {
-    value.as_string().filter(|s| !s.is_empty()).ok_or_else(|| {
-        tidesync_error(
-            "invalid-record",
-            "`entityType` must be a non-empty string, e.g. \"end_user\"",
+    let text = input::string(value, "entityType", 200, ApiError::InvalidRecord)?;
+    if text.is_empty() {
+        return Err(ApiError::InvalidRecord(
+            "`entityType` must be a non-empty string, e.g. \"end_user\"".into(),
         )
-    })
+        .into());
+    }
+    Ok(text)
+}
+
+/// A record id argument (`get`, `delete`).
+fn record_id(value: &JsValue) -> Result<String, JsValue> {
+    Ok(input::string(
+        value,
+        "id",
+        crate::api::options::MAX_TEXT,
+        ApiError::InvalidRecord,
+    )?)
 }
 
 fn view(record: &crate::engine::replication::LocalRecord) -> Result<JsValue, JsValue> {
@@ -134,21 +148,9 @@ impl SyncClient {
         #[wasm_bindgen(unchecked_param_type = "Record<string, JsonValue>")] record: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             let (replicator, entity_type) = writer(&inner, &entity_type)?;
-            if !record.is_object() || js_sys::Array::is_array(&record) {
-                return Err(tidesync_error(
-                    "invalid-record",
-                    "`record` must be a plain object, like { name: \"Ada\" }",
-                ));
-            }
-            let object: Map<String, Value> =
-                serde_wasm_bindgen::from_value(record).map_err(|e| {
-                    tidesync_error(
-                        "invalid-record",
-                        &format!("`record` must hold JSON values only: {e}"),
-                    )
-                })?;
+            let object = input::json_object(&record, "record", ApiError::InvalidRecord)?;
             let id = match object.get("id") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(id)) => Some(id.clone()),
@@ -174,11 +176,12 @@ impl SyncClient {
     pub fn delete(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
-        id: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             let (replicator, entity_type) = writer(&inner, &entity_type)?;
+            let id = record_id(&id)?;
             match replicator
                 .delete(&entity_type, &id)
                 .await
@@ -198,12 +201,14 @@ impl SyncClient {
     pub fn get(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
-        id: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
+            guard::check()?;
             let replicator = replicator(&inner)?;
             let entity_type = entity_type_arg(&entity_type)?;
+            let id = record_id(&id)?;
             match replicator
                 .get(&entity_type, &id)
                 .await
@@ -222,7 +227,7 @@ impl SyncClient {
         #[wasm_bindgen(unchecked_param_type = "string")] entity_type: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             let replicator = replicator(&inner)?;
             let entity_type = entity_type_arg(&entity_type)?;
             let records = replicator
@@ -239,7 +244,7 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<SyncReport>")]
     pub fn sync(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
             if inner.sync_state.running.replace(true) {
@@ -267,7 +272,7 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<PullReport>")]
     pub fn pull(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             to_js_value(&pull_and_adopt(&inner).await?)
         })
@@ -278,7 +283,7 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<VerifyReport[]>")]
     pub fn verify(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let replicator = replicator(&inner)?;
             replicator.set_token(inner.outbox().token());

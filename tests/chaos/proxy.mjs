@@ -164,20 +164,32 @@ export async function startFaultProxy({
     }
   }
 
+  /** The actor (tab or worker) whose page sent `req`: its Referer carries the page's config. */
+  function senderOf(req) {
+    try {
+      return JSON.parse(new URL(req.headers.referer).searchParams.get("config")).actor ?? null;
+    } catch {
+      return null;
+    }
+  }
+
   function outboxAnswer(device, path, body, req) {
     let parsed = null;
     try { parsed = JSON.parse(body.toString("utf8")); } catch { /* not JSON */ }
     const delivery = {
       device, path, opId: parsed?.opId ?? null, key: req.headers["idempotency-key"] ?? null,
-      at: Date.now(), answered: null,
+      at: Date.now(), answered: null, n: state.deliveries.length + 1, realm: senderOf(req),
     };
     state.deliveries.push(delivery);
     const poison = path.startsWith("/api/outbox/poison/");
     const status = poison ? 422 : 201;
     const json = poison
       ? { error: "poison: this endpoint refuses the request for good", opId: delivery.opId }
-      : { ok: true, opId: delivery.opId, delivery: state.deliveries.length };
-    return { delivery, answer: { status, headers: { "content-type": "application/json" }, body: Buffer.from(JSON.stringify(json)) } };
+      : { ok: true, opId: delivery.opId, delivery: delivery.n };
+    // The delivery's number goes in the ETag as well (a header the client
+    // keeps), so that a completion names it even when the body is cut.
+    const headers = { "content-type": "application/json", etag: `"delivery-${delivery.n}"` };
+    return { delivery, answer: { status, headers, body: Buffer.from(JSON.stringify(json)) } };
   }
 
   function recordPush(device, requestBody, upstreamAnswer, fate) {

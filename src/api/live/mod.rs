@@ -106,6 +106,7 @@ impl SyncClient {
     /// (otherwise the state is the holder's, as it last announced it).
     #[wasm_bindgen(js_name = getLiveStatus, unchecked_return_type = "LiveStatus")]
     pub fn get_live_status(&self) -> Result<JsValue, JsValue> {
+        crate::api::guard::check()?;
         let driver = self.inner.live.link.borrow().clone();
         let status = match driver {
             Some(driver) => driver.status(),
