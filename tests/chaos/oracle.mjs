@@ -176,7 +176,11 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
     }
   }
   for (const [key, times] of appliedById) {
-    if (times > 1) violation("mutation-applied-twice", { mutation: key, times });
+    if (times > 1) {
+      const pushes = proxy.pushes.filter((p) => `${p.clientId}/${p.mutationId}` === key)
+        .map(({ device, upstream, fate, at, status, version, answered }) => ({ device, upstream, fate, at, status, version, answered }));
+      violation("mutation-applied-twice", { mutation: key, times, pushes, kills: kills.filter((k) => k.device === "*") });
+    }
   }
   for (const [v, ids] of appliedByValue) {
     if (ids.size > 1) {

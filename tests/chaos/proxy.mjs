@@ -79,6 +79,8 @@ export async function startFaultProxy({
     pushes: [],
     requests: 0,
     upstreamDown: 0,
+    /** Answers of the server itself (not injected) with status 500 and up, by status. */
+    upstreamErrors: {},
     /** Called with {device, path} once a push is on its way upstream. */
     onPushForwarded: null,
   };
@@ -202,7 +204,7 @@ export async function startFaultProxy({
     for (const m of request?.mutations ?? []) {
       const result = results.get(m.mutationId);
       const entry = {
-        device, fate, at: Date.now(), clientId: request.clientId, mutationId: m.mutationId,
+        device, upstream: upstreams.get(device), fate, at: Date.now(), clientId: request.clientId, mutationId: m.mutationId,
         entityType: m.entityType, id: m.id, op: m.op, v: m.data?.v ?? null, baseVersion: m.baseVersion,
         clientTimestamp: m.clientTimestamp, status: result?.status ?? (upstreamAnswer ? `http-${upstreamAnswer.status}` : "no-answer"),
         winner: result?.winner ?? null, version: result?.record?.version ?? null, answered: null,
@@ -272,6 +274,9 @@ export async function startFaultProxy({
         if (isPush) entries = recordPush(device, body, null, fate);
         const json = { success: false, error: { code: "upstream", message: `upstream unreachable: ${error.code ?? error.message}` } };
         return { status: 502, headers: { "content-type": "application/json" }, body: Buffer.from(JSON.stringify(json)) };
+      }
+      if (upstreamAnswer.status >= 500) {
+        state.upstreamErrors[upstreamAnswer.status] = (state.upstreamErrors[upstreamAnswer.status] ?? 0) + 1;
       }
       if (isPush) entries = recordPush(device, body, upstreamAnswer, fate);
       return upstreamAnswer;

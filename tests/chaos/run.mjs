@@ -461,6 +461,14 @@ export async function runChaos(options) {
   });
   let browser;
   try {
+    if (options.pgRestarts) {
+      // A crash must not lose acknowledged commits: the test cluster's
+      // synchronous_commit=off would (seen: a push answered "applied",
+      // gone after the crash, applied again on replay, a deleted record
+      // back on the server).
+      await new Promise((resolve, reject) => execFile("bash", ["scripts/postgres.sh", "durable"], (error, _o, stderr) =>
+        error ? reject(new Error(`postgres.sh durable: ${stderr || error.message}`)) : resolve()));
+    }
     run.serverProcs = [];
     for (let i = 0; i < options.servers; i++) run.serverProcs.push(await run.servers.start(`server ${i}`));
     run.token = run.servers.token("chaos");
@@ -542,7 +550,7 @@ export async function runChaos(options) {
       for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
     }
     if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
-    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} server-5xx=${JSON.stringify(run.proxy.state.upstreamErrors)} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
     console.log(summary);
     if (options.report) {
