@@ -67,6 +67,18 @@ export async function startFaultProxy({
   weights = DEFAULT_WEIGHTS, darkStretches = true,
 } = {}) {
   const startedAt = Date.now();
+  // The proxy shares the runner's event loop, which a busy machine stalls
+  // for hundreds of ms: a request read after a stall may have been sent by
+  // the browser any time during it. A 20 ms ticker records every stall, so
+  // the oracle knows how uncertain each arrival time is (lagAround).
+  const stalls = [];
+  let lastTick = Date.now();
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    if (now - lastTick > 40) stalls.push({ at: now, ms: now - lastTick });
+    lastTick = now;
+  }, 20);
+  ticker.unref?.();
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const windows = darkStretches ? darkWindows(seed) : [];
   const upstreams = new Map(devices.map((d) => [d, typeof upstream === "string" ? upstream : upstream?.[d]]));
@@ -83,6 +95,8 @@ export async function startFaultProxy({
     upstreamErrors: {},
     /** Called with {device, path} once a push is on its way upstream. */
     onPushForwarded: null,
+    /** Stalls of the proxy's event loop: {at: when it ended, ms: how long}. */
+    stalls,
   };
 
   const darkUntil = (now) => {
@@ -311,6 +325,7 @@ export async function startFaultProxy({
     /** Points a device at another server (after a restart, or a second server). */
     setUpstream(device, url) { upstreams.set(device, url); },
     close: async () => {
+      clearInterval(ticker);
       agent.destroy();
       await Promise.all([...listeners.values()].map((s) => new Promise((ok) => { s.closeAllConnections?.(); s.close(ok); })));
     },

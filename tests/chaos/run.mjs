@@ -517,10 +517,20 @@ export async function runChaos(options) {
     run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
     const collected = await collect(run);
     const server = await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES);
-    const { figures, violations } = judge({
+    const evidence = {
       ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills,
       traces: run.traces, requestTimeout: options.requestTimeout,
-    });
+    };
+    if (options.report) {
+      // Everything the oracle judged, so that it can judge again offline
+      // (node tests/chaos/rejudge.mjs <file>) without replaying the run.
+      mkdirSync("target/chaos", { recursive: true });
+      writeFileSync(`target/chaos/evidence-${seed}.json`, JSON.stringify({
+        ...evidence, ledger: [...run.ledger.ops.values()], traces: [...run.traces], started,
+        proxy: { deliveries: run.proxy.state.deliveries, pushes: run.proxy.state.pushes, stalls: run.proxy.state.stalls },
+      }));
+    }
+    const { figures, violations, ambiguous } = judge(evidence);
     if (!quiescence.quiet) violations.push({ kind: "no-quiescence", rounds: quiescence.rounds });
     for (const v of violations) {
       if (v.kind !== "duplicate-after-answer" && v.kind !== "duplicate-unexplained") continue;
@@ -556,7 +566,7 @@ export async function runChaos(options) {
     if (options.report) {
       mkdirSync("target/chaos", { recursive: true });
       const file = `target/chaos/report-${seed}.json`;
-      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, opErrors, duration }, null, 1));
+      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, ambiguous, opErrors, duration }, null, 1));
       console.log(`chaos: report in ${file}`);
     }
     return { ok: violations.length === 0, seed, figures, violations, duration, faults: run.proxy.faults, summary };
