@@ -14,6 +14,7 @@ use crate::engine::replication::replicator::ReplicaPorts;
 use crate::engine::replication::{Replicator, ReplicatorPorts};
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
+use crate::platform::listener::EventListener;
 use crate::platform::locks::FlushLock;
 use crate::store::idb::{to_js, IdbStore};
 use crate::transport::http::HttpTransport;
@@ -64,9 +65,6 @@ impl TokenSource for JsTokens {
     }
 }
 
-/// A listener on the global scope (`online`/`offline`), removed on close.
-type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
-
 pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
@@ -77,7 +75,8 @@ pub(crate) struct Inner {
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
-    global_listeners: RefCell<Vec<GlobalListener>>,
+    /// `online`/`offline` on the global scope, removed on close.
+    global_listeners: RefCell<Vec<EventListener>>,
     /// When `getHealth().storage` was last measured (`Date.now()`).
     pub(crate) estimated_at: Cell<f64>,
     pub(crate) live: crate::api::live::LiveParts,
@@ -236,14 +235,7 @@ impl SyncClient {
             }
             inner.wake_timer.borrow_mut().take();
             inner.outbox.store().stop_watching();
-            let target = global::global();
-            for (name, listener) in inner.global_listeners.borrow_mut().drain(..) {
-                let _ = global::call(
-                    &target,
-                    "removeEventListener",
-                    &[JsValue::from_str(name), listener.as_ref().clone()],
-                );
-            }
+            inner.global_listeners.borrow_mut().clear();
             crate::api::live::stop(&inner);
             let finished = inner.outbox.close().await;
             if !finished {
@@ -623,24 +615,15 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
 }
 
 fn listen_for_connectivity(inner: &Rc<Inner>) {
-    let target = global::global();
     for (name, online) in [("online", true), ("offline", false)] {
         let weak = Rc::downgrade(inner);
-        let listener = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+        let listener = EventListener::on_global(name, move |_event| {
             let Some(inner) = weak.upgrade() else { return };
             inner.outbox.set_online(online);
             if online && inner.auto_flush {
                 schedule_flush(&inner);
             }
         });
-        if global::call(
-            &target,
-            "addEventListener",
-            &[JsValue::from_str(name), listener.as_ref().clone()],
-        )
-        .is_ok()
-        {
-            inner.global_listeners.borrow_mut().push((name, listener));
-        }
+        inner.global_listeners.borrow_mut().extend(listener);
     }
 }

@@ -149,7 +149,7 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let (replicator, entity_type) = writer(&inner, &entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Write)?;
             let object = input::json_object(&record, "record", ApiError::InvalidRecord)?;
             let id = match object.get("id") {
                 None | Some(Value::Null) => None,
@@ -180,19 +180,14 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let (replicator, entity_type) = writer(&inner, &entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Write)?;
             let id = record_id(&id)?;
-            match replicator
-                .delete(&entity_type, &id)
-                .await
-                .map_err(replication_error)?
-            {
-                Some((_, task)) => {
-                    adopt_all(&inner, vec![task]);
-                    Ok(JsValue::TRUE)
-                }
-                None => Ok(JsValue::FALSE),
-            }
+            let deleted = replicator.delete(&entity_type, &id).await;
+            let Some((_, task)) = deleted.map_err(replication_error)? else {
+                return Ok(JsValue::FALSE);
+            };
+            adopt_all(&inner, vec![task]);
+            Ok(JsValue::TRUE)
         })
     }
 
@@ -205,18 +200,12 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            guard::check()?;
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Read)?;
             let id = record_id(&id)?;
-            match replicator
-                .get(&entity_type, &id)
-                .await
+            let record = replicator.get(&entity_type, &id).await;
+            record
                 .map_err(replication_error)?
-            {
-                Some(record) => view(&record),
-                None => Ok(JsValue::NULL),
-            }
+                .map_or(Ok(JsValue::NULL), |record| view(&record))
         })
     }
 
@@ -228,8 +217,7 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Read)?;
             let records = replicator
                 .query(&entity_type)
                 .await
@@ -362,12 +350,24 @@ async fn renewed_token(inner: &Rc<Inner>, replicator: &Replicator<BrowserReplica
     }
 }
 
-/// The open client's replicator and a validated entity type, for a write.
-fn writer(
+/// What a record call does: a write needs the client open (a read of a
+/// closed client answers from what is stored).
+#[derive(PartialEq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The client's replicator and the validated entity type of a record call
+/// (`put`, `delete`, `get`, `query`).
+fn records_call(
     inner: &Inner,
     entity_type: &JsValue,
+    access: Access,
 ) -> Result<(Rc<Replicator<BrowserReplica>>, String), JsValue> {
-    inner.ensure_open()?;
+    if access == Access::Write {
+        inner.ensure_open()?;
+    }
     Ok((replicator(inner)?, entity_type_arg(entity_type)?))
 }
 
