@@ -69,7 +69,8 @@ pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
     pub(crate) replicator: Option<Rc<Replicator<BrowserReplica>>>,
-    pub(crate) sync_state: crate::api::replication::SyncState,
+    /// `sync()` one at a time, pulls taking turns.
+    pub(crate) syncs: crate::engine::sync::Syncs,
     pub(crate) events: Rc<JsEvents>,
     auto_flush: bool,
     closed: Cell<bool>,
@@ -153,7 +154,7 @@ impl SyncClient {
                 name: options.name,
                 outbox,
                 replicator,
-                sync_state: Default::default(),
+                syncs: Default::default(),
                 events,
                 auto_flush: options.auto_flush,
                 closed: Cell::new(false),
@@ -604,7 +605,7 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
     if inner.closed.get() || !inner.auto_flush {
         return;
     }
-    let delay = (at - inner.outbox.clock().now()).clamp(20.0, 2_147_000_000.0);
+    let delay = crate::engine::sync::wake_delay(at, inner.outbox.clock().now());
     let weak: Weak<Inner> = Rc::downgrade(inner);
     let timer = Timeout::new(delay as u32, move || {
         if let Some(inner) = weak.upgrade() {
