@@ -18,11 +18,12 @@
 mod support;
 
 use proptest::prelude::*;
-use support::replication::{bench, block_on, to_iso, Map, Priority, ReplicationError, Value};
+// Named explicitly: `support::replication` brings the conflict `Strategy` too.
+use proptest::strategy::Strategy;
+use support::replication::*;
 use tidesync::engine::capture::method_error;
 use tidesync::engine::dependency::{lookup, placeholders, valid_name, valid_path};
 use tidesync::engine::replication::record::RemoteRecord;
-use tidesync::engine::replication::Strategy as Resolution;
 use tidesync::engine::task::header_error;
 use tidesync::engine::time::from_iso;
 
@@ -92,7 +93,7 @@ proptest! {
         if let Some(p) = priority {
             prop_assert_eq!(p.as_str(), text.as_str());
         }
-        let strategy = Resolution::parse(&text);
+        let strategy = tidesync::engine::replication::Strategy::parse(&text);
         prop_assert_eq!(
             strategy.is_some(),
             ["server-wins", "client-wins", "last-write-wins", "merge"].contains(&text.as_str())
@@ -143,7 +144,7 @@ proptest! {
     #[test]
     fn put_keeps_every_field_given_or_refuses(id in prop::option::of(".{0,210}"), fields in json_value()) {
         let Value::Object(fields) = fields else { return Ok(()) };
-        let b = bench(Resolution::LastWriteWins);
+        let b = bench(tidesync::engine::replication::Strategy::LastWriteWins);
         match block_on(b.replicator.put("note", id.clone(), fields.clone())) {
             Ok((record, _task)) => {
                 if let Some(id) = &id {
@@ -166,7 +167,7 @@ proptest! {
     #[test]
     fn put_refuses_an_unknown_entity_type(entity_type in ".{0,24}") {
         prop_assume!(entity_type != "note" && entity_type != "task");
-        let b = bench(Resolution::LastWriteWins);
+        let b = bench(tidesync::engine::replication::Strategy::LastWriteWins);
         let refused = block_on(b.replicator.put(&entity_type, None, Map::new()));
         prop_assert!(matches!(refused, Err(ReplicationError::UnknownEntityType(_))));
     }
