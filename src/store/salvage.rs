@@ -62,9 +62,16 @@ fn salvage(id: &str, stored: &Value, now: Millis) -> (Task, Vec<String>) {
     };
     let empty = Map::new();
     let given = stored.as_object().unwrap_or(&empty);
+    // Missing: required fields absent from the stored value (a field with
+    // a default may be absent).
     let mut unreadable: Vec<String> = fields
         .keys()
         .filter(|key| key.as_str() != "id" && !given.contains_key(key.as_str()))
+        .filter(|key| {
+            let mut without = fields.clone();
+            without.remove(key.as_str());
+            serde_json::from_value::<Task>(Value::Object(without)).is_err()
+        })
         .cloned()
         .collect();
     for (key, value) in given {
