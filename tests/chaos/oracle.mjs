@@ -27,12 +27,23 @@ const GIVE_UP_SLACK = 2000;
 /** How late (ms) the runner may hear of a worker stop or a tab crash it did not order. */
 const OBSERVED_SLACK = 1000;
 
+/**
+ * How long before `at` (ms) something the proxy read at `at` may have
+ * arrived: the longest stall of its event loop near `at` (a 20 ms ticker
+ * records them), at least one tick.
+ */
+export function lagAround(stalls, at) {
+  return stalls.filter((s) => s.at >= at - 100 && s.at - s.ms <= at + 100)
+    .reduce((max, s) => Math.max(max, s.ms), 20);
+}
+
 export function judge({ ledger, proxy, devices, server, kills, traces = new Map(), requestTimeout = 1500 }) {
   const violations = [];
   const violation = (kind, detail) => violations.push({ kind, ...detail });
   const duplicates = {};
   const countDuplicate = (kind) => { duplicates[kind] = (duplicates[kind] ?? 0) + 1; };
   let lost = 0;
+  const ambiguous = [];
   let diverged = 0;
   let stuck = 0;
   let stale = 0;
@@ -51,15 +62,22 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
   // acted on. Failures (retries, dead letters) are heard only where they
   // happened.
   const heard = new Map(); // task id → delivery numbers completed
-  const failures = new Map(); // task id → [{at, class, actor}]
+  const heardAt = new Map(); // delivery number → when a client first acted on it
+  const failures = new Map(); // task id → [{at, class, actor}] of attempts that got no answer
+  const endings = new Map(); // task id → every retry and dead letter
   for (const [id, entries] of traces ?? []) {
     for (const e of entries) {
       if (e.event === "complete" && e.delivery != null) {
         if (!heard.has(id)) heard.set(id, new Set());
         heard.get(id).add(e.delivery);
-      } else if ((e.event === "retry" || e.event === "failed") && NO_ANSWER.has(e.class)) {
-        if (!failures.has(id)) failures.set(id, []);
-        failures.get(id).push(e);
+        heardAt.set(e.delivery, Math.min(heardAt.get(e.delivery) ?? Infinity, e.at));
+      } else if (e.event === "retry" || e.event === "failed") {
+        if (!endings.has(id)) endings.set(id, []);
+        endings.get(id).push(e);
+        if (NO_ANSWER.has(e.class)) {
+          if (!failures.has(id)) failures.set(id, []);
+          failures.get(id).push(e);
+        }
       }
     }
   }
@@ -84,11 +102,29 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
       // little after the redelivery it explains.
       const killed = killsOf(issued.device).some((k) => sender(k.actor)
         && k.at <= again.at + (k.observed ? OBSERVED_SLACK : 0) && (k.doneAt ?? k.at) >= before.at - 50);
-      if (deliveries.slice(0, i).some((d) => completed.has(d.n))) {
-        // A client acted on an earlier answer (its task completed), and the
-        // request went out again: the one thing that must never happen.
+      const acted = deliveries.slice(0, i).filter((d) => completed.has(d.n));
+      // When the proxy read `again`, at the latest; it may have arrived
+      // earlier by as long as the proxy's event loop was stalled then.
+      const lag = lagAround(proxy.stalls ?? [], again.at);
+      const actedAt = Math.min(...acted.map((d) => heardAt.get(d.n)));
+      // Every attempt ends in one outcome where it ran (a retry, a
+      // completion naming its delivery, a dead letter): an attempt made
+      // after the completion shows as a second completed delivery or as a
+      // failure after it, whatever the proxy's clock says.
+      const attemptedAfter = completed.size > 1
+        || (endings.get(taskId) ?? []).some((f) => f.at > actedAt);
+      if (acted.length && (attemptedAfter || again.at - lag > actedAt)) {
+        // A client acted on an earlier answer (its task completed), and
+        // then the request went out again: what must never happen.
         countDuplicate("outbox-after-answer-heard");
-        violation("duplicate-after-answer", { opId, device: issued.device, first: before, again, heard: [...completed] });
+        violation("duplicate-after-answer", { opId, device: issued.device, first: before, again, heard: [...completed], actedAt, lag, deliveries });
+      } else if (acted.length) {
+        // Read after the completion, but during a stall of the proxy long
+        // enough that the browser may have sent it before: an earlier
+        // attempt, given up, whose bytes were read late. Not a violation,
+        // but counted and listed in the report.
+        countDuplicate("outbox-read-late-after-answer");
+        ambiguous.push({ opId, first: before, again, actedAt, lag });
       } else if (before.answered !== true || before.answeredAt > again.at) {
         // Lost: never written to the browser, or still held back (a late
         // answer) when the client gave up and sent the request again.
@@ -176,7 +212,11 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
     }
   }
   for (const [key, times] of appliedById) {
-    if (times > 1) violation("mutation-applied-twice", { mutation: key, times });
+    if (times > 1) {
+      const pushes = proxy.pushes.filter((p) => `${p.clientId}/${p.mutationId}` === key)
+        .map(({ device, upstream, fate, at, status, version, answered }) => ({ device, upstream, fate, at, status, version, answered }));
+      violation("mutation-applied-twice", { mutation: key, times, pushes, kills: kills.filter((k) => k.device === "*") });
+    }
   }
   for (const [v, ids] of appliedByValue) {
     if (ids.size > 1) {
@@ -276,6 +316,7 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
 
   return {
     violations,
+    ambiguous,
     figures: {
       operations: ledger.ops.size,
       confirmed: [...ledger.ops.values()].filter((o) => o.result?.ok).length,

@@ -461,6 +461,14 @@ export async function runChaos(options) {
   });
   let browser;
   try {
+    if (options.pgRestarts) {
+      // A crash must not lose acknowledged commits: the test cluster's
+      // synchronous_commit=off would (seen: a push answered "applied",
+      // gone after the crash, applied again on replay, a deleted record
+      // back on the server).
+      await new Promise((resolve, reject) => execFile("bash", ["scripts/postgres.sh", "durable"], (error, _o, stderr) =>
+        error ? reject(new Error(`postgres.sh durable: ${stderr || error.message}`)) : resolve()));
+    }
     run.serverProcs = [];
     for (let i = 0; i < options.servers; i++) run.serverProcs.push(await run.servers.start(`server ${i}`));
     run.token = run.servers.token("chaos");
@@ -509,10 +517,20 @@ export async function runChaos(options) {
     run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
     const collected = await collect(run);
     const server = await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES);
-    const { figures, violations } = judge({
+    const evidence = {
       ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills,
       traces: run.traces, requestTimeout: options.requestTimeout,
-    });
+    };
+    if (options.report) {
+      // Everything the oracle judged, so that it can judge again offline
+      // (node tests/chaos/rejudge.mjs <file>) without replaying the run.
+      mkdirSync("target/chaos", { recursive: true });
+      writeFileSync(`target/chaos/evidence-${seed}.json`, JSON.stringify({
+        ...evidence, ledger: [...run.ledger.ops.values()], traces: [...run.traces], started,
+        proxy: { deliveries: run.proxy.state.deliveries, pushes: run.proxy.state.pushes, stalls: run.proxy.state.stalls },
+      }));
+    }
+    const { figures, violations, ambiguous } = judge(evidence);
     if (!quiescence.quiet) violations.push({ kind: "no-quiescence", rounds: quiescence.rounds });
     for (const v of violations) {
       if (v.kind !== "duplicate-after-answer" && v.kind !== "duplicate-unexplained") continue;
@@ -542,13 +560,13 @@ export async function runChaos(options) {
       for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
     }
     if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
-    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} server-5xx=${JSON.stringify(run.proxy.state.upstreamErrors)} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
     console.log(summary);
     if (options.report) {
       mkdirSync("target/chaos", { recursive: true });
       const file = `target/chaos/report-${seed}.json`;
-      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, opErrors, duration }, null, 1));
+      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, ambiguous, opErrors, duration }, null, 1));
       console.log(`chaos: report in ${file}`);
     }
     return { ok: violations.length === 0, seed, figures, violations, duration, faults: run.proxy.faults, summary };
