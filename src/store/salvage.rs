@@ -10,12 +10,28 @@
 
 use crate::engine::task::{FailedTask, HttpRequest, Priority, Task, TaskKind};
 use crate::engine::time::Millis;
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// The fields of a stored value, by name.
+pub type Fields<V> = BTreeMap<String, V>;
+
+/// How a store's values are taken apart and read: plain JavaScript objects
+/// in IndexedDB (through the same conversion the store reads tasks with,
+/// so no second one is built into the wasm), JSON in the native tests.
+pub trait Format {
+    type Value: Clone;
+    /// The fields of a stored value; none if it is not an object.
+    fn fields(value: &Self::Value) -> Fields<Self::Value>;
+    /// A task's fields as the store writes them.
+    fn write(task: &Task) -> Option<Fields<Self::Value>>;
+    /// A task from fields, if they read as one.
+    fn read(fields: &Fields<Self::Value>) -> Option<Task>;
+}
 
 /// A readable dead letter for the task stored under `id` as `stored`,
 /// which did not read as a task (`error` says why).
-pub fn quarantine(id: &str, stored: &Value, error: &str, now: Millis) -> FailedTask {
-    let (task, unreadable) = salvage(id, stored, now);
+pub fn quarantine<F: Format>(id: &str, stored: &F::Value, error: &str, now: Millis) -> FailedTask {
+    let (task, unreadable) = salvage::<F>(id, stored, now);
     let fields = if unreadable.is_empty() {
         String::new()
     } else {
@@ -33,7 +49,7 @@ pub fn quarantine(id: &str, stored: &Value, error: &str, now: Millis) -> FailedT
 
 /// The fields of `stored` that read as a task's, over neutral defaults
 /// (no request, nothing attempted), and the names of those that did not.
-fn salvage(id: &str, stored: &Value, now: Millis) -> (Task, Vec<String>) {
+fn salvage<F: Format>(id: &str, stored: &F::Value, now: Millis) -> (Task, Vec<String>) {
     let mut task = Task {
         id: id.to_owned(),
         kind: TaskKind::Request,
@@ -57,29 +73,35 @@ fn salvage(id: &str, stored: &Value, now: Millis) -> (Task, Vec<String>) {
         expires_at: None,
         depends_on: None,
     };
-    let Ok(Value::Object(mut fields)) = serde_json::to_value(&task) else {
+    let Some(mut fields) = F::write(&task) else {
         return (task, vec!["every field".into()]);
     };
-    let empty = Map::new();
-    let given = stored.as_object().unwrap_or(&empty);
+    let given = F::fields(stored);
+    // Missing: required fields absent from the stored value (a field with
+    // a default may be absent).
     let mut unreadable: Vec<String> = fields
         .keys()
         .filter(|key| key.as_str() != "id" && !given.contains_key(key.as_str()))
+        .filter(|key| {
+            let mut without = fields.clone();
+            without.remove(key.as_str());
+            F::read(&without).is_none()
+        })
         .cloned()
         .collect();
     for (key, value) in given {
         if key == "id" {
             continue;
         }
-        let previous = fields.insert(key.clone(), value.clone());
-        match serde_json::from_value::<Task>(Value::Object(fields.clone())) {
-            Ok(read) => task = read,
-            Err(_) => {
+        let previous = fields.insert(key.clone(), value);
+        match F::read(&fields) {
+            Some(read) => task = read,
+            None => {
                 match previous {
                     Some(previous) => fields.insert(key.clone(), previous),
-                    None => fields.remove(key),
+                    None => fields.remove(&key),
                 };
-                unreadable.push(key.clone());
+                unreadable.push(key);
             }
         }
     }
@@ -90,7 +112,26 @@ fn salvage(id: &str, stored: &Value, now: Millis) -> (Task, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    /// JSON, as serde writes and reads a task.
+    struct Json;
+
+    impl Format for Json {
+        type Value = Value;
+        fn fields(value: &Value) -> Fields<Value> {
+            value
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        }
+        fn write(task: &Task) -> Option<Fields<Value>> {
+            serde_json::to_value(task).ok().map(|v| Self::fields(&v))
+        }
+        fn read(fields: &Fields<Value>) -> Option<Task> {
+            serde_json::from_value(Value::Object(fields.clone().into_iter().collect())).ok()
+        }
+    }
 
     fn stored() -> Value {
         json!({
@@ -103,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_readable_value_would_read_whole() {
-        let (task, unreadable) = salvage("b", &stored(), 0.0);
+        let (task, unreadable) = salvage::<Json>("b", &stored(), 0.0);
         assert!(unreadable.is_empty(), "{unreadable:?}");
         assert_eq!(task.request.url, "/api/items");
         assert_eq!(task.priority, Priority::High);
@@ -115,7 +156,7 @@ mod tests {
         let mut value = stored();
         value["request"] = json!(42);
         value["seq"] = json!("not a number");
-        let failed = quarantine("b", &value, "invalid type: integer `42`", 5.0);
+        let failed = quarantine::<Json>("b", &value, "invalid type: integer `42`", 5.0);
         assert_eq!(failed.id, "b");
         assert_eq!(failed.failed_at, 5.0);
         assert_eq!(failed.task.idempotency_key, "key-b", "readable fields kept");
@@ -143,7 +184,7 @@ mod tests {
     #[test]
     fn missing_fields_are_named_too() {
         let value = json!({"id": "bad", "kind": "no such kind", "priority": 7});
-        let failed = quarantine("bad", &value, "unknown variant", 0.0);
+        let failed = quarantine::<Json>("bad", &value, "unknown variant", 0.0);
         for field in [
             "kind",
             "priority",
@@ -163,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_value_that_is_not_an_object_keeps_only_its_id() {
-        let failed = quarantine("x", &json!(42), "expected a map", 1.0);
+        let failed = quarantine::<Json>("x", &json!(42), "expected a map", 1.0);
         assert_eq!(failed.task.id, "x");
         assert!(failed.reason.contains("request"), "{}", failed.reason);
     }

@@ -9,10 +9,10 @@ use super::{
 use crate::engine::ports::{Store, StoreError};
 use crate::engine::task::{FailedTask, Task};
 use crate::engine::time::Millis;
-use crate::store::salvage::quarantine;
+use crate::store::salvage::{quarantine, Fields, Format};
 use idb::TransactionMode;
 use std::collections::HashSet;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 impl Store for IdbStore {
     async fn load_tasks(&self) -> Result<Vec<Task>, StoreError> {
@@ -284,9 +284,7 @@ impl IdbStore {
             let id = key
                 .as_string()
                 .unwrap_or_else(|| String::from(js_sys::JsString::from(key.clone())));
-            let plain =
-                serde_wasm_bindgen::from_value(value.clone()).unwrap_or(serde_json::Value::Null);
-            let letter = to_js(&quarantine(&id, &plain, &error, now))?;
+            let letter = to_js(&quarantine::<Stored>(&id, &value, &error, now))?;
             js_sys::Reflect::set(&letter, &JsValue::from_str(UNREADABLE), &value).map_err(
                 |_| StoreError::Corrupt(format!("cannot keep the unreadable task \"{id}\"")),
             )?;
@@ -395,4 +393,37 @@ pub(super) async fn stored_revision(
 
 async fn same_revision(tasks: &ObjectStore, id: &str, revision: u64) -> Result<bool, StoreError> {
     Ok(stored_revision(tasks, id).await? == Some(revision))
+}
+
+/// Stored values as the store reads them: plain objects, through the same
+/// conversion as every task read (see [`crate::store::salvage`]).
+struct Stored;
+
+impl Format for Stored {
+    type Value = JsValue;
+
+    fn fields(value: &JsValue) -> Fields<JsValue> {
+        if !value.is_object() || js_sys::Array::is_array(value) {
+            return Fields::new();
+        }
+        js_sys::Object::entries(value.unchecked_ref())
+            .iter()
+            .filter_map(|entry| {
+                let entry: js_sys::Array = entry.dyn_into().ok()?;
+                Some((entry.get(0).as_string()?, entry.get(1)))
+            })
+            .collect()
+    }
+
+    fn write(task: &Task) -> Option<Fields<JsValue>> {
+        to_js(task).ok().map(|value| Self::fields(&value))
+    }
+
+    fn read(fields: &Fields<JsValue>) -> Option<Task> {
+        let object = js_sys::Object::new();
+        for (key, value) in fields {
+            js_sys::Reflect::set(&object, &JsValue::from_str(key), value).ok()?;
+        }
+        from_js(object.into()).ok()
+    }
 }
