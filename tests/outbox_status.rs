@@ -8,6 +8,7 @@
 mod support;
 
 use support::outbox::*;
+use tidesync::engine::outbox::inspect::{ByPriority, LIST_LIMIT};
 
 #[test]
 fn status_and_task_status_follow_a_task_from_pending_to_in_flight_to_complete() {
@@ -148,4 +149,64 @@ fn a_task_waiting_for_more_than_an_hour_degrades_health() {
         .issues
         .iter()
         .any(|i| i.contains("more than an hour")));
+}
+
+#[test]
+fn the_inspection_lists_the_queue_by_priority_the_tasks_in_flight_and_the_dead_letters() {
+    let b = bench();
+    b.register(NewTask {
+        priority: Priority::High,
+        ..post("urgent")
+    });
+    b.register(post("plain"));
+    b.register(post("bad"));
+    b.respond(|request, _| match id_of(request).as_str() {
+        "bad" => answer(422),
+        _ => answer(200),
+    });
+    b.outbox.set_online(false);
+
+    let before = b.outbox.inspect(&[]);
+    assert_eq!(before.queued_counts.high, 1);
+    assert_eq!(before.queued_counts.normal, 2);
+    assert_eq!(before.queued.high[0].id, "urgent");
+    let normal: Vec<&str> = before.queued.normal.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(normal, ["plain", "bad"]);
+    assert!(before.in_flight.is_empty());
+    assert_eq!(before.failed_count, 0);
+
+    b.outbox.set_online(true);
+    let during = block_on(futures::future::join(b.outbox.flush(), async {
+        while b.sent_count() == 0 {
+            YieldOnce::new().await;
+        }
+        b.outbox.inspect(&[])
+    }))
+    .1;
+    assert!(!during.in_flight.is_empty());
+    assert_eq!(
+        during.in_flight.len() + during.queued_counts.high + during.queued_counts.normal,
+        3,
+        "a task in flight is listed there, not in the queue"
+    );
+
+    let failed = block_on(b.outbox.list_failed()).unwrap();
+    let after = b.outbox.inspect(&failed);
+    assert_eq!(after.queued_counts, ByPriority::default());
+    assert_eq!(after.failed_count, 1);
+    assert_eq!(after.failed[0].id, "bad");
+    assert_eq!(after.failed[0].errors[0].status, Some(422));
+    assert_eq!(after.status, b.outbox.status());
+}
+
+#[test]
+fn the_inspection_lists_at_most_the_limit_per_priority_and_counts_them_all() {
+    let b = bench();
+    b.outbox.set_online(false);
+    b.register_posts(0..LIST_LIMIT + 5);
+
+    let inspection = b.outbox.inspect(&[]);
+
+    assert_eq!(inspection.queued.normal.len(), LIST_LIMIT);
+    assert_eq!(inspection.queued_counts.normal, LIST_LIMIT + 5);
 }

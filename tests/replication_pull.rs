@@ -101,18 +101,10 @@ fn a_new_entity_type_list_pulls_from_the_beginning() {
     assert_eq!(b.cursor().as_deref(), Some("2"));
 
     let reopened = block_on(Replicator::<MemoryReplica>::open(
-        b.records.clone(),
-        b.transport.clone(),
-        b.clock.clone(),
-        b.events.clone(),
-        b.on_conflict.clone(),
+        b.replicator_ports(),
         ReplicationOptions {
-            server_url: SERVER.into(),
             entity_types: vec!["task".into(), "note".into(), "tag".into()],
-            strategy: Strategy::ServerWins,
-            batch_size: 50,
-            page_size: 100,
-            request_timeout: 30_000,
+            ..b.replicator.options().clone()
         },
     ))
     .unwrap();

@@ -8,16 +8,18 @@
 
 use crate::api::client::{schedule_flush, store_error, SyncClient};
 use crate::api::error::ApiError;
+use crate::api::guard;
+use crate::api::input;
 use crate::api::options::{invalid, parse_queueing, Queueing, Reader};
 use crate::engine::capture;
 use crate::engine::ports::{Clock, Store};
 use crate::engine::task::{HttpRequest, NewTask};
 use crate::platform::global;
-use js_sys::{Array, Function, Object, Promise, Reflect, RegExp, Uint8Array};
+use js_sys::{Function, Object, Promise, Reflect, RegExp, Uint8Array};
 use std::collections::BTreeMap;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use wasm_bindgen_futures::JsFuture;
 
 const CAPTURE_FIELDS: &[&str] = &[
     "match",
@@ -60,7 +62,7 @@ fn parse_capture_options(value: &JsValue) -> Result<CaptureOptions, ApiError> {
             .collect(),
         queueing: parse_queueing(&r)?,
     };
-    if let Some(pattern) = r.get("match") {
+    if let Some(pattern) = r.get("match")? {
         options.matcher = Some(if let Some(prefix) = pattern.as_string() {
             Matcher::Prefix(absolute_url(&prefix).ok_or_else(|| {
                 invalid(format!(
@@ -77,19 +79,15 @@ fn parse_capture_options(value: &JsValue) -> Result<CaptureOptions, ApiError> {
             ));
         });
     }
-    if let Some(methods) = r.get("methods") {
-        let list = methods
-            .dyn_ref::<Array>()
-            .filter(|a| a.length() > 0)
-            .ok_or_else(|| {
-                invalid(
-                    "`options.methods` must be a non-empty array like [\"POST\", \"PUT\"]".into(),
-                )
-            })?;
+    if let Some(methods) = r.get("methods")? {
+        let list = input::json(&methods, "options.methods", invalid)?;
+        let list = list.as_array().filter(|a| !a.is_empty()).ok_or_else(|| {
+            invalid("`options.methods` must be a non-empty array like [\"POST\", \"PUT\"]".into())
+        })?;
         options.methods.clear();
-        for method in list.iter() {
-            let text = method.as_string().unwrap_or_default();
-            if let Some(why) = capture::method_error(&text) {
+        for method in list {
+            let text = method.as_str().unwrap_or_default();
+            if let Some(why) = capture::method_error(text) {
                 return Err(invalid(format!("`options.methods`: {why}")));
             }
             options.methods.push(text.to_ascii_uppercase());
@@ -120,13 +118,16 @@ impl CaptureOptions {
             None => true,
             Some(Matcher::Prefix(prefix)) => capture::matches_prefix(url, prefix),
             Some(Matcher::Pattern(regexp)) => {
-                // A global or sticky RegExp keeps state between tests: start over.
-                regexp.set_last_index(0);
-                regexp.test(url)
+                // A global or sticky RegExp keeps state between tests: start
+                // over. Through Reflect and `call`: a frozen RegExp refuses
+                // the write, and a subclass's `exec` may throw.
+                let _ = Reflect::set(regexp, &"lastIndex".into(), &JsValue::from(0));
+                global::call(regexp, "test", &[JsValue::from_str(url)])?.is_truthy()
             }
-            Some(Matcher::Predicate(function)) => {
-                function.call1(&JsValue::NULL, request)?.is_truthy()
-            }
+            Some(Matcher::Predicate(function)) => function
+                .call1(&JsValue::NULL, request)
+                .map_err(|e| invalid(format!("`options.match` threw: {}", input::thrown(&e))))?
+                .is_truthy(),
         })
     }
 }
@@ -146,7 +147,7 @@ impl SyncClient {
         #[wasm_bindgen(unchecked_optional_param_type = "CaptureOptions")] options: Option<JsValue>,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let request = request_of(&event)?;
             let options = parse_capture_options(&options.unwrap_or(JsValue::UNDEFINED))?;

@@ -4,14 +4,17 @@
 
 use crate::api::error::{tidesync_error, ApiError};
 use crate::api::events::{JsEvents, EVENT_NAMES};
+use crate::api::guard;
+use crate::api::input;
 use crate::api::log::Logger;
 use crate::api::options::{encode_body, parse_client_options, parse_register};
 use crate::engine::outbox::{FlushReport, Outbox, OutboxPorts};
 use crate::engine::ports::{Clock, Ports, StoreError, TokenSource};
 use crate::engine::replication::replicator::ReplicaPorts;
-use crate::engine::replication::Replicator;
+use crate::engine::replication::{Replicator, ReplicatorPorts};
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
+use crate::platform::listener::EventListener;
 use crate::platform::locks::FlushLock;
 use crate::store::idb::{to_js, IdbStore};
 use crate::transport::http::HttpTransport;
@@ -21,7 +24,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::{future_to_promise, spawn_local, JsFuture};
+use wasm_bindgen_futures::{spawn_local, JsFuture};
 
 /// The browser implementations of the engine's ports.
 pub struct BrowserPorts;
@@ -62,20 +65,19 @@ impl TokenSource for JsTokens {
     }
 }
 
-/// A listener on the global scope (`online`/`offline`), removed on close.
-type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
-
 pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
     pub(crate) replicator: Option<Rc<Replicator<BrowserReplica>>>,
-    pub(crate) sync_state: crate::api::replication::SyncState,
+    /// `sync()` one at a time, pulls taking turns.
+    pub(crate) syncs: crate::engine::sync::Syncs,
     pub(crate) events: Rc<JsEvents>,
     auto_flush: bool,
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
-    global_listeners: RefCell<Vec<GlobalListener>>,
+    /// `online`/`offline` on the global scope, removed on close.
+    global_listeners: RefCell<Vec<EventListener>>,
     /// When `getHealth().storage` was last measured (`Date.now()`).
     pub(crate) estimated_at: Cell<f64>,
     pub(crate) live: crate::api::live::LiveParts,
@@ -104,7 +106,8 @@ impl SyncClient {
     pub fn open(
         #[wasm_bindgen(unchecked_param_type = "SyncClientOptions")] options: JsValue,
     ) -> Promise {
-        future_to_promise(async move {
+        guard::install();
+        guard::promise(async move {
             let options = parse_client_options(&options)?;
             let logger = Logger::new(&options.name, options.log_level);
             let store = Rc::new(IdbStore::open(&options.name).await.map_err(store_error)?);
@@ -130,11 +133,13 @@ impl SyncClient {
             let replicator = match options.replication {
                 Some(setup) => {
                     let replicator = Replicator::<BrowserReplica>::open(
-                        live.observe(store.clone()),
-                        HttpTransport,
-                        BrowserClock,
-                        events.clone(),
-                        crate::api::replication::JsResolver(setup.on_conflict),
+                        ReplicatorPorts {
+                            records: live.observe(store.clone()),
+                            transport: HttpTransport,
+                            clock: BrowserClock,
+                            events: events.clone(),
+                            resolver: crate::api::replication::JsResolver(setup.on_conflict),
+                        },
                         setup.options,
                     )
                     .await
@@ -149,7 +154,7 @@ impl SyncClient {
                 name: options.name,
                 outbox,
                 replicator,
-                sync_state: Default::default(),
+                syncs: Default::default(),
                 events,
                 auto_flush: options.auto_flush,
                 closed: Cell::new(false),
@@ -188,7 +193,7 @@ impl SyncClient {
         #[wasm_bindgen(unchecked_param_type = "RegisterOptions")] options: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let options = encode_body(&options).await?;
             let mut task = parse_register(&id, &options)?;
@@ -205,7 +210,7 @@ impl SyncClient {
             if inner.auto_flush && global::navigator_online() {
                 schedule_flush(&inner);
             }
-            to_js_value(&stored)
+            input::to_js_json(&stored)
         })
     }
 
@@ -213,10 +218,10 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<FlushReport>")]
     pub fn flush(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
             let report = run_flush(&inner).await.map_err(store_error)?;
-            Ok(flush_report_js(&report))
+            flush_report_js(&report)
         })
     }
 
@@ -225,20 +230,13 @@ impl SyncClient {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn close(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             if inner.closed.replace(true) {
                 return Ok(JsValue::UNDEFINED);
             }
             inner.wake_timer.borrow_mut().take();
             inner.outbox.store().stop_watching();
-            let target = global::global();
-            for (name, listener) in inner.global_listeners.borrow_mut().drain(..) {
-                let _ = global::call(
-                    &target,
-                    "removeEventListener",
-                    &[JsValue::from_str(name), listener.as_ref().clone()],
-                );
-            }
+            inner.global_listeners.borrow_mut().clear();
             crate::api::live::stop(&inner);
             let finished = inner.outbox.close().await;
             if !finished {
@@ -254,14 +252,19 @@ impl SyncClient {
 
     /// Flushes every `intervalMs` (chained timers: no overlap, no pile-up).
     #[wasm_bindgen(js_name = startPeriodicSync)]
-    pub fn start_periodic_sync(&self, interval_ms: f64) -> Result<(), JsValue> {
+    pub fn start_periodic_sync(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "number")] interval_ms: JsValue,
+    ) -> Result<(), JsValue> {
         self.inner.ensure_open()?;
-        if !interval_ms.is_finite() || interval_ms < 100.0 {
-            return Err(ApiError::InvalidOptions(
-                "`intervalMs` must be a number of milliseconds, at least 100".into(),
-            )
-            .into());
-        }
+        // At most 24.8 days: setTimeout's limit.
+        let interval_ms = input::number(
+            &interval_ms,
+            "intervalMs",
+            100.0,
+            2_147_000_000.0,
+            ApiError::InvalidOptions,
+        )?;
         let inner = self.inner.clone();
         spawn_local(async move { inner.outbox.run_periodic(interval_ms).await });
         Ok(())
@@ -269,6 +272,9 @@ impl SyncClient {
 
     #[wasm_bindgen(js_name = stopPeriodicSync)]
     pub fn stop_periodic_sync(&self) {
+        if guard::halted() {
+            return;
+        }
         self.inner.outbox.stop_periodic();
     }
 
@@ -278,16 +284,23 @@ impl SyncClient {
     pub fn on(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] event: JsValue,
-        listener: Function,
+        listener: JsValue,
     ) -> Result<Function, JsValue> {
-        let name = event.as_string().unwrap_or_default();
+        guard::check()?;
+        let expected = || format!("expected one of: {}", EVENT_NAMES.join(", "));
+        let name = input::string(&event, "event", 64, ApiError::InvalidEvent)
+            .map_err(|e| ApiError::InvalidEvent(format!("{e}; {}", expected())))?;
         if !EVENT_NAMES.contains(&name.as_str()) {
-            return Err(ApiError::InvalidEvent(format!(
-                "unknown event {name:?}; expected one of: {}",
-                EVENT_NAMES.join(", ")
-            ))
-            .into());
+            return Err(
+                ApiError::InvalidEvent(format!("unknown event {name:?}; {}", expected())).into(),
+            );
         }
+        let listener = input::function(
+            &listener,
+            "listener",
+            "(...args) => void",
+            ApiError::InvalidEvent,
+        )?;
         let id = self.inner.events.add(&name, listener);
         let events = Rc::downgrade(&self.inner.events);
         let off = Closure::once_into_js(move || {
@@ -301,14 +314,19 @@ impl SyncClient {
     /// `{pendingCount, failedCount, inFlightCount, online, circuit, …}`.
     #[wasm_bindgen(js_name = getStatus, unchecked_return_type = "SyncStatus")]
     pub fn get_status(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.status())
     }
 
     /// One task's state, or `null` when the id is unknown.
     #[wasm_bindgen(js_name = getTaskStatus, unchecked_return_type = "Promise<TaskStatus | null>")]
-    pub fn get_task_status(&self, id: String) -> Promise {
+    pub fn get_task_status(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
+            let id = task_id(&id)?;
             match inner.outbox.task_status(&id).await.map_err(store_error)? {
                 Some(status) => to_js_value(&status),
                 None => Ok(JsValue::NULL),
@@ -318,17 +336,20 @@ impl SyncClient {
 
     #[wasm_bindgen(js_name = getMetrics, unchecked_return_type = "SyncMetrics")]
     pub fn get_metrics(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.metrics())
     }
 
     #[wasm_bindgen(js_name = getHealth, unchecked_return_type = "SyncHealth")]
     pub fn get_health(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.health())
     }
 
     /// Queued tasks in the order they would run.
     #[wasm_bindgen(js_name = listQueued, unchecked_return_type = "QueuedTask[]")]
     pub fn list_queued(&self) -> Result<JsValue, JsValue> {
+        guard::check()?;
         to_js_value(&self.inner.outbox.queued_tasks())
     }
 
@@ -336,17 +357,21 @@ impl SyncClient {
     #[wasm_bindgen(js_name = listFailed, unchecked_return_type = "Promise<FailedTask[]>")]
     pub fn list_failed(&self) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             to_js_value(&inner.outbox.list_failed().await.map_err(store_error)?)
         })
     }
 
     /// Puts a dead letter back in the queue with a fresh retry budget.
     #[wasm_bindgen(js_name = retryFailed, unchecked_return_type = "Promise<boolean>")]
-    pub fn retry_failed(&self, id: String) -> Promise {
+    pub fn retry_failed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
+            let id = task_id(&id)?;
             let requeued = inner.outbox.retry_failed(&id).await.map_err(store_error)?;
             if requeued && inner.auto_flush {
                 schedule_flush(&inner);
@@ -356,9 +381,13 @@ impl SyncClient {
     }
 
     #[wasm_bindgen(js_name = discardFailed, unchecked_return_type = "Promise<boolean>")]
-    pub fn discard_failed(&self, id: String) -> Promise {
+    pub fn discard_failed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] id: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
+            let id = task_id(&id)?;
             Ok(JsValue::from_bool(
                 inner
                     .outbox
@@ -371,12 +400,26 @@ impl SyncClient {
 
     /// A new bearer token: resumes work paused by `auth:required`.
     #[wasm_bindgen(js_name = setToken)]
-    pub fn set_token(&self, token: Option<String>) {
+    pub fn set_token(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] token: JsValue,
+    ) -> Result<(), JsValue> {
+        guard::check()?;
+        let token = match input::present(token) {
+            None => None,
+            Some(token) => Some(input::string(
+                &token,
+                "token",
+                crate::api::options::MAX_TEXT,
+                ApiError::InvalidOptions,
+            )?),
+        };
         self.inner.outbox.set_token(token.filter(|t| !t.is_empty()));
         crate::api::live::token_changed(&self.inner);
         if self.inner.auto_flush && !self.inner.closed.get() {
             schedule_flush(&self.inner);
         }
+        Ok(())
     }
 
     /// Asks the browser to keep this origin's storage under pressure
@@ -384,7 +427,7 @@ impl SyncClient {
     /// Resolves whether storage is persistent; `false` where the API is missing.
     #[wasm_bindgen(js_name = requestPersistentStorage, unchecked_return_type = "Promise<boolean>")]
     pub fn request_persistent_storage(&self) -> Promise {
-        future_to_promise(async move {
+        guard::promise(async move {
             let storage = global::prop(&global::get("navigator"), "storage");
             let Ok(pending) = global::call(&storage, "persist", &[]) else {
                 return Ok(JsValue::FALSE);
@@ -400,16 +443,19 @@ impl SyncClient {
     /// (`navigator.storage.estimate()`), or `null` where the API is missing.
     #[wasm_bindgen(js_name = getStorageEstimate, unchecked_return_type = "Promise<StorageEstimate | null>")]
     pub fn get_storage_estimate(&self) -> Promise {
-        future_to_promise(crate::api::storage::estimate_js())
+        guard::promise(crate::api::storage::estimate_js())
     }
 
     /// Page side: registers a Background Sync tag (default `"tidesync"`).
     /// Resolves `false` where the browser has no Background Sync API; the
     /// client then relies on `online` events and flushing on load.
     #[wasm_bindgen(js_name = requestBackgroundSync, unchecked_return_type = "Promise<boolean>")]
-    pub fn request_background_sync(&self, tag: Option<String>) -> Promise {
-        let tag = tag.unwrap_or_else(|| "tidesync".into());
-        future_to_promise(async move {
+    pub fn request_background_sync(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
+    ) -> Promise {
+        guard::promise(async move {
+            let tag = sync_tag(tag)?.unwrap_or_else(|| "tidesync".into());
             let container = global::prop(&global::get("navigator"), "serviceWorker");
             let ready = global::prop(&container, "ready");
             let Ok(ready) = ready.dyn_into::<Promise>() else {
@@ -430,10 +476,14 @@ impl SyncClient {
     /// e.waitUntil(client.handleSyncEvent(e.tag)))`: flushes, and rejects
     /// when work remains so the browser schedules another sync.
     #[wasm_bindgen(js_name = handleSyncEvent, unchecked_return_type = "Promise<FlushReport>")]
-    pub fn handle_sync_event(&self, tag: Option<String>) -> Promise {
+    pub fn handle_sync_event(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
+    ) -> Promise {
         let inner = self.inner.clone();
-        future_to_promise(async move {
+        guard::promise(async move {
             inner.ensure_open()?;
+            let tag = sync_tag(tag)?;
             inner
                 .events
                 .logger()
@@ -449,13 +499,26 @@ impl SyncClient {
                     ),
                 ));
             }
-            Ok(flush_report_js(&report))
+            flush_report_js(&report)
         })
     }
 }
 
+/// A task id argument (`getTaskStatus`, `retryFailed`, `discardFailed`).
+fn task_id(id: &JsValue) -> Result<String, ApiError> {
+    input::string(id, "id", 500, ApiError::InvalidTask)
+}
+
+/// A Background Sync tag argument: a string, or absent.
+fn sync_tag(tag: JsValue) -> Result<Option<String>, ApiError> {
+    input::present(tag)
+        .map(|tag| input::string(&tag, "tag", 200, ApiError::InvalidOptions))
+        .transpose()
+}
+
 impl Inner {
     pub(crate) fn ensure_open(&self) -> Result<(), JsValue> {
+        guard::check()?;
         if self.closed.get() {
             return Err(ApiError::Closed.into());
         }
@@ -483,7 +546,9 @@ impl Inner {
     }
 }
 
-fn flush_report_js(report: &FlushReport) -> JsValue {
+/// The `FlushReport` handed to JavaScript; a report that cannot be
+/// converted rejects the call (it used to resolve `undefined`).
+fn flush_report_js(report: &FlushReport) -> Result<JsValue, JsValue> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Report {
@@ -494,7 +559,7 @@ fn flush_report_js(report: &FlushReport) -> JsValue {
         remaining: usize,
         next_wakeup_at: Option<String>,
     }
-    to_js(&Report {
+    to_js_value(&Report {
         sent: report.sent,
         completed: report.completed,
         failed: report.failed,
@@ -502,7 +567,6 @@ fn flush_report_js(report: &FlushReport) -> JsValue {
         remaining: report.remaining,
         next_wakeup_at: report.next_wakeup_at.map(crate::engine::time::to_iso),
     })
-    .unwrap_or(JsValue::UNDEFINED)
 }
 
 /// Coalesces flush requests made in one tick into one flush.
@@ -541,7 +605,7 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
     if inner.closed.get() || !inner.auto_flush {
         return;
     }
-    let delay = (at - inner.outbox.clock().now()).clamp(20.0, 2_147_000_000.0);
+    let delay = crate::engine::sync::wake_delay(at, inner.outbox.clock().now());
     let weak: Weak<Inner> = Rc::downgrade(inner);
     let timer = Timeout::new(delay as u32, move || {
         if let Some(inner) = weak.upgrade() {
@@ -552,24 +616,15 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
 }
 
 fn listen_for_connectivity(inner: &Rc<Inner>) {
-    let target = global::global();
     for (name, online) in [("online", true), ("offline", false)] {
         let weak = Rc::downgrade(inner);
-        let listener = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+        let listener = EventListener::on_global(name, move |_event| {
             let Some(inner) = weak.upgrade() else { return };
             inner.outbox.set_online(online);
             if online && inner.auto_flush {
                 schedule_flush(&inner);
             }
         });
-        if global::call(
-            &target,
-            "addEventListener",
-            &[JsValue::from_str(name), listener.as_ref().clone()],
-        )
-        .is_ok()
-        {
-            inner.global_listeners.borrow_mut().push((name, listener));
-        }
+        inner.global_listeners.borrow_mut().extend(listener);
     }
 }

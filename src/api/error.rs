@@ -12,8 +12,15 @@ pub enum ApiError {
     InvalidTask(String),
     #[error("{0}")]
     InvalidEvent(String),
+    #[error("{0}")]
+    InvalidRecord(String),
+    #[error("{0}")]
+    InvalidQuery(String),
     #[error("the client is closed; open a new one with SyncClient.open()")]
     Closed,
+    /// A Rust panic stopped the module (see `api::guard`).
+    #[error("Tidesync stopped after an internal error (logged to the console); reload the page to use it again, queued work is kept")]
+    Halted,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -25,7 +32,9 @@ impl ApiError {
             ApiError::InvalidOptions(_) => "invalid-options",
             ApiError::InvalidTask(_) => "invalid-task",
             ApiError::InvalidEvent(_) => "invalid-event",
-            ApiError::Closed => "closed",
+            ApiError::InvalidRecord(_) => "invalid-record",
+            ApiError::InvalidQuery(_) => "invalid-query",
+            ApiError::Closed | ApiError::Halted => "closed",
             ApiError::Store(StoreError::Quota(_)) => "storage-quota",
             ApiError::Store(StoreError::Unavailable(_)) => "storage-unavailable",
             ApiError::Store(StoreError::Corrupt(_)) => "storage-corrupt",
@@ -38,7 +47,7 @@ impl ApiError {
                 " Free space (discard failed tasks, clear old records) or call navigator.storage.persist(); nothing of this write was kept."
             }
             ApiError::Store(StoreError::Unavailable(_)) => {
-                " IndexedDB is unavailable here (private mode, blocked by another tab's upgrade, or disabled)."
+                " IndexedDB is unavailable here (private mode, blocked by another tab's upgrade, or disabled), or the database was deleted under the client: it is opened again on the next call."
             }
             _ => "",
         }

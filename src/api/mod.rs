@@ -8,6 +8,8 @@ mod client;
 mod devtools;
 mod error;
 mod events;
+mod guard;
+mod input;
 mod live;
 mod log;
 mod options;

@@ -4,6 +4,7 @@
 //! ignored is worse than a loud one.
 
 use crate::api::error::ApiError;
+use crate::api::input;
 use crate::api::log::LogLevel;
 use crate::engine::live::LiveOptions;
 use crate::engine::options::{BreakerOptions, OutboxOptions, RetryOptions};
@@ -11,7 +12,7 @@ use crate::engine::replication::{ReplicationOptions, Strategy};
 use crate::engine::task::{Body, Dependency, HttpRequest, NewTask, Priority};
 use js_sys::{Function, Object, Reflect};
 use std::collections::BTreeMap;
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsValue;
 
 /// Validated `SyncClient.open()` options.
 pub struct ClientOptions {
@@ -61,11 +62,17 @@ pub(crate) fn invalid(message: String) -> ApiError {
     ApiError::InvalidOptions(message)
 }
 
+/// Reads the fields of one options object; each error names the field
+/// (`retry.maxDelay`) and carries the caller's `code`. Built on
+/// [`crate::api::input`], so a throwing getter or Proxy trap is an error too.
 pub(crate) struct Reader<'a> {
     object: &'a JsValue,
     path: &'a str,
     pub(crate) error: fn(String) -> ApiError,
 }
+
+/// The longest option string accepted (a URL, a token, a header value).
+pub(crate) const MAX_TEXT: usize = 1 << 20;
 
 impl<'a> Reader<'a> {
     pub(crate) fn new(
@@ -73,12 +80,8 @@ impl<'a> Reader<'a> {
         path: &'a str,
         error: fn(String) -> ApiError,
     ) -> Result<Self, ApiError> {
-        if !object.is_object() || object.is_function() || js_sys::Array::is_array(object) {
-            let what = if path.is_empty() { "the options" } else { path };
-            return Err(error(format!(
-                "{what} must be an object, like {{ name: \"app\" }}"
-            )));
-        }
+        let what = if path.is_empty() { "options" } else { path };
+        input::object(object, what, "{ name: \"app\" }", error)?;
         Ok(Self {
             object,
             path,
@@ -94,18 +97,28 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<JsValue> {
-        let value = Reflect::get(self.object, &JsValue::from_str(name)).ok()?;
-        (!value.is_undefined() && !value.is_null()).then_some(value)
+    /// The field's value; `None` for `undefined` and `null`.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<JsValue>, ApiError> {
+        let value = input::get(self.object, name, &self.field(name), self.error)?;
+        Ok(input::present(value))
+    }
+
+    /// The object's own keys, each read once.
+    pub(crate) fn keys(&self) -> Result<Vec<String>, ApiError> {
+        let what = if self.path.is_empty() {
+            "options"
+        } else {
+            self.path
+        };
+        input::keys(self.object, what, self.error)
     }
 
     pub(crate) fn reject_unknown(&self, known: &[&str]) -> Result<(), ApiError> {
-        for key in Object::keys(self.object.unchecked_ref::<Object>()).iter() {
-            let key = key.as_string().unwrap_or_default();
+        for key in self.keys()? {
             if !known.contains(&key.as_str()) {
                 return Err((self.error)(format!(
                     "unknown option `{}`; expected one of: {}",
-                    self.field(&key),
+                    self.field(&input::shorten(&key, 40)),
                     known.join(", ")
                 )));
             }
@@ -114,44 +127,41 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.get(name) {
+        self.string_max(name, MAX_TEXT)
+    }
+
+    /// A string of at most `max` bytes.
+    pub(crate) fn string_max(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name)? {
             None => Ok(None),
-            Some(v) => v
-                .as_string()
-                .map(Some)
-                .ok_or_else(|| (self.error)(format!("`{}` must be a string", self.field(name)))),
+            Some(v) => input::string(&v, &self.field(name), max, self.error).map(Some),
         }
     }
 
     pub(crate) fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f64>, ApiError> {
-        match self.get(name) {
+        match self.get(name)? {
             None => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(n) if n.is_finite() && n >= min && n <= max => Ok(Some(n)),
-                _ => Err((self.error)(format!(
-                    "`{}` must be a number between {min} and {max}",
-                    self.field(name)
-                ))),
-            },
+            Some(v) => input::number(&v, &self.field(name), min, max, self.error).map(Some),
         }
     }
 
     pub(crate) fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
-        match self.get(name) {
+        match self.get(name)? {
             None => Ok(None),
             Some(v) => v.as_bool().map(Some).ok_or_else(|| {
-                (self.error)(format!("`{}` must be true or false", self.field(name)))
+                (self.error)(format!(
+                    "`{}` must be true or false; got {}",
+                    self.field(name),
+                    input::kind(&v)
+                ))
             }),
         }
     }
 
     pub(crate) fn function(&self, name: &str) -> Result<Option<Function>, ApiError> {
-        match self.get(name) {
+        match self.get(name)? {
             None => Ok(None),
-            Some(v) => v
-                .dyn_into::<Function>()
-                .map(Some)
-                .map_err(|_| (self.error)(format!("`{}` must be a function", self.field(name)))),
+            Some(v) => input::function(&v, &self.field(name), "", self.error).map(Some),
         }
     }
 }
@@ -178,7 +188,7 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
         }
         outbox.server_url = Some(url.trim_end_matches('/').to_owned());
     }
-    if let Some(retry) = r.get("retry") {
+    if let Some(retry) = r.get("retry")? {
         let rr = Reader::new(&retry, "retry", invalid)?;
         rr.reject_unknown(&[
             "maxRetries",
@@ -207,7 +217,7 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
             ));
         }
     }
-    if let Some(breaker) = r.get("circuitBreaker") {
+    if let Some(breaker) = r.get("circuitBreaker")? {
         let br = Reader::new(&breaker, "circuitBreaker", invalid)?;
         br.reject_unknown(&["failureThreshold", "cooldown", "maxCooldown"])?;
         let d = BreakerOptions::default();
@@ -236,20 +246,23 @@ pub fn parse_client_options(value: &JsValue) -> Result<ClientOptions, ApiError> 
     }
     // Accepted now, used by replication: validated so a typo fails early.
     let mut entity_types = Vec::new();
-    if let Some(types) = r.get("entityTypes") {
-        let ok = js_sys::Array::is_array(&types)
-            && js_sys::Array::from(&types)
-                .iter()
-                .all(|t| t.as_string().is_some_and(|s| !s.is_empty()));
-        if !ok {
-            return Err(invalid(
-                "`entityTypes` must be an array of non-empty strings".into(),
-            ));
+    if let Some(types) = r.get("entityTypes")? {
+        let types = input::json(&types, "entityTypes", invalid)?;
+        let list = types.as_array().map(|list| {
+            list.iter()
+                .filter_map(|t| t.as_str().filter(|t| !t.is_empty() && t.len() <= 200))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        });
+        match list {
+            Some(list) if Some(list.len()) == types.as_array().map(Vec::len) => entity_types = list,
+            _ => {
+                return Err(invalid(
+                    "`entityTypes` must be an array of non-empty strings (at most 200 bytes each)"
+                        .into(),
+                ))
+            }
         }
-        entity_types = js_sys::Array::from(&types)
-            .iter()
-            .filter_map(|t| t.as_string())
-            .collect();
     }
     let strategy = match r.string("conflictStrategy")? {
         None => Strategy::LastWriteWins,
@@ -343,39 +356,39 @@ pub(crate) fn invalid_task(message: String) -> ApiError {
 
 /// Validates `register(id, options)`.
 pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError> {
-    let id = id
-        .as_string()
-        .filter(|s| !s.is_empty() && s.len() <= 500)
-        .ok_or_else(|| {
-            invalid_task("`id` must be a non-empty string (at most 500 characters)".into())
-        })?;
+    let id = input::string(id, "id", 500, invalid_task)?;
+    if id.is_empty() {
+        return Err(invalid_task(
+            "`id` must be a non-empty string (at most 500 bytes)".into(),
+        ));
+    }
     let r = Reader::new(value, "", invalid_task)?;
     r.reject_unknown(TASK_FIELDS)?;
-    let url = r.string("url")?.filter(|u| !u.is_empty()).ok_or_else(|| {
-        invalid_task("`url` is required: the URL to send, e.g. \"/api/items\"".into())
-    })?;
-    let data = r.get("data");
-    let raw_body = r.get("body");
+    let url = r
+        .string("url")?
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            invalid_task("`url` is required: the URL to send, e.g. \"/api/items\"".into())
+        })?;
+    let data = r.get("data")?;
+    let raw_body = r.get("body")?;
     if data.is_some() && raw_body.is_some() {
         return Err(invalid_task(
             "give either `data` (JSON) or `body` (text or bytes), not both".into(),
         ));
     }
     let body = match (data, raw_body) {
-        (Some(data), _) => Some(Body::Json(
-            serde_wasm_bindgen::from_value::<serde_json::Value>(data)
-                .map_err(|e| invalid_task(format!("`data` must be JSON-serializable (plain objects, arrays, strings, numbers, booleans, null): {e}")))?,
-        )),
+        (Some(data), _) => Some(Body::Json(input::json(&data, "data", invalid_task)?)),
         (None, Some(body)) => Some(match body.as_string() {
             Some(text) => Body::Text(text),
-            None => Body::Bytes(bytes_of(&body).ok_or_else(|| {
-                invalid_task("`body` must be a string, an ArrayBuffer, a typed array, a Blob, FormData or URLSearchParams".into())
+            None => Body::Bytes(input::bytes(&body).ok_or_else(|| {
+                invalid_task(format!("`body` must be a string, an ArrayBuffer, a typed array, a Blob, FormData or URLSearchParams; got {}", input::kind(&body)))
             })?),
         }),
         (None, None) => None,
     };
     let method = r
-        .string("method")?
+        .string_max("method", 64)?
         .unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
     let method = method.to_ascii_uppercase();
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -384,11 +397,18 @@ pub fn parse_register(id: &JsValue, value: &JsValue) -> Result<NewTask, ApiError
         )));
     }
     let mut headers = BTreeMap::new();
-    if let Some(h) = r.get("headers") {
+    if let Some(h) = r.get("headers")? {
         let hr = Reader::new(&h, "headers", invalid_task)?;
-        for key in Object::keys(h.unchecked_ref::<Object>()).iter() {
-            let key = key.as_string().unwrap_or_default();
-            let value = hr.string(&key)?.unwrap_or_default();
+        for key in hr.keys()? {
+            let field = format!("headers[{:?}]", input::shorten(&key, 40));
+            let Some(value) = hr.string(&key)? else {
+                return Err(invalid_task(format!(
+                    "`{field}` must be a string (leave the header out instead of null)"
+                )));
+            };
+            if let Some(why) = crate::engine::task::header_error(&key, &value) {
+                return Err(invalid_task(format!("`{field}` {why}")));
+            }
             headers.insert(key, value);
         }
     }
@@ -423,8 +443,8 @@ fn parse_dependency(
     id: &str,
     request: &HttpRequest,
 ) -> Result<Option<Dependency>, ApiError> {
-    let values = r.get("values");
-    let Some(task) = r.string("dependsOn")? else {
+    let values = r.get("values")?;
+    let Some(task) = r.string_max("dependsOn", 500)? else {
         return match values {
             Some(_) => Err(invalid_task(
                 "`values` needs `dependsOn`: the id of the task whose answer they come from".into(),
@@ -443,8 +463,7 @@ fn parse_dependency(
     };
     if let Some(values) = values {
         let vr = Reader::new(&values, "values", invalid_task)?;
-        for name in Object::keys(values.unchecked_ref::<Object>()).iter() {
-            let name = name.as_string().unwrap_or_default();
+        for name in vr.keys()? {
             let path = vr.string(&name)?.unwrap_or_default();
             dependency.values.insert(name, path);
         }
@@ -474,52 +493,28 @@ pub(crate) fn parse_queueing(r: &Reader) -> Result<Queueing, ApiError> {
     };
     Ok(Queueing {
         priority,
-        ordering_key: r.string("orderingKey")?.filter(|k| !k.is_empty()),
+        ordering_key: r.string_max("orderingKey", 1000)?.filter(|k| !k.is_empty()),
         retry_on_failure: r.boolean("retryOnFailure")?.unwrap_or(true),
         max_retention_time: r.number("maxRetentionTime", 1.0, MAX_RETENTION)?,
     })
 }
 
-/// The bytes of an `ArrayBuffer` or an `ArrayBufferView` (typed array,
-/// `DataView`); `None` for anything else.
-fn bytes_of(value: &JsValue) -> Option<Vec<u8>> {
-    if let Some(buffer) = value.dyn_ref::<js_sys::ArrayBuffer>() {
-        return Some(js_sys::Uint8Array::new(buffer).to_vec());
-    }
-    if js_sys::ArrayBuffer::is_view(value) {
-        let buffer = Reflect::get(value, &"buffer".into()).ok()?;
-        let offset = Reflect::get(value, &"byteOffset".into()).ok()?.as_f64()? as u32;
-        let length = Reflect::get(value, &"byteLength".into()).ok()?.as_f64()? as u32;
-        return Some(
-            js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, offset, length).to_vec(),
-        );
-    }
-    None
-}
-
 /// Encodes a `Blob`, `File`, `FormData` or `URLSearchParams` body into bytes
 /// and the content type fetch would send (a multipart boundary included),
 /// so it can be stored and replayed byte for byte. Other options pass
-/// through unchanged.
+/// through unchanged (and are checked by [`parse_register`]).
 pub async fn encode_body(options: &JsValue) -> Result<JsValue, ApiError> {
-    if !options.is_object() {
+    if !options.is_object() || options.is_function() {
         return Ok(options.clone());
     }
-    let body = Reflect::get(options, &"body".into()).unwrap_or(JsValue::UNDEFINED);
-    let constructor = Reflect::get(&body, &"constructor".into())
-        .ok()
-        .and_then(|c| Reflect::get(&c, &"name".into()).ok())
-        .and_then(|n| n.as_string())
-        .unwrap_or_default();
-    if !body.is_object()
-        || !["Blob", "File", "FormData", "URLSearchParams"].contains(&constructor.as_str())
-    {
+    let body = input::get(options, "body", "body", invalid_task)?;
+    if !input::is_form_body(&body) {
         return Ok(options.clone());
     }
-    let failed =
-        |what: &str| invalid_task(format!("`body` ({constructor}) could not be read: {what}"));
+    let what = input::kind(&body);
+    let failed = |why: &str| invalid_task(format!("`body` ({what}) could not be read: {why}"));
     let response = crate::platform::global::construct("Response", &[body])
-        .map_err(|_| failed("new Response(body) threw"))?;
+        .map_err(|e| failed(&input::thrown(&e)))?;
     let headers = Reflect::get(&response, &"headers".into()).unwrap_or(JsValue::UNDEFINED);
     let content_type =
         crate::platform::global::call(&headers, "get", &[JsValue::from_str("content-type")])
@@ -529,19 +524,21 @@ pub async fn encode_body(options: &JsValue) -> Result<JsValue, ApiError> {
         .map_err(|_| failed("arrayBuffer()"))?;
     let buffer = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(buffer))
         .await
-        .map_err(|_| failed("reading its bytes"))?;
-    let copy = Object::assign(&Object::new(), options.unchecked_ref::<Object>());
+        .map_err(|e| failed(&input::thrown(&e)))?;
+    let copy = input::copy_fields(options, "options", invalid_task)?;
     let _ = Reflect::set(&copy, &"body".into(), &js_sys::Uint8Array::new(&buffer));
     if let Some(content_type) = content_type {
-        let original = Reflect::get(options, &"headers".into()).unwrap_or(JsValue::UNDEFINED);
-        let headers = Object::new();
-        if original.is_object() {
-            Object::assign(&headers, original.unchecked_ref::<Object>());
-        }
-        let has_type = Object::keys(&headers).iter().any(|k| {
-            k.as_string()
-                .is_some_and(|k| k.eq_ignore_ascii_case("content-type"))
-        });
+        let original = input::present(input::get(options, "headers", "headers", invalid_task)?);
+        let headers = match original {
+            Some(original) => {
+                input::object(&original, "headers", "{ \"X-Trace\": \"1\" }", invalid_task)?;
+                input::copy_fields(&original, "headers", invalid_task)?
+            }
+            None => input::copy_fields(&Object::new(), "headers", invalid_task)?,
+        };
+        let has_type = input::keys(&headers, "headers", invalid_task)?
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case("content-type"));
         if !has_type {
             let _ = Reflect::set(
                 &headers,
@@ -551,5 +548,5 @@ pub async fn encode_body(options: &JsValue) -> Result<JsValue, ApiError> {
         }
         let _ = Reflect::set(&copy, &"headers".into(), &headers);
     }
-    Ok(copy.into())
+    Ok(copy)
 }

@@ -42,6 +42,26 @@ impl Priority {
     }
 }
 
+/// Why a request header is refused, if it is: fetch throws at send time on
+/// a name that is not an HTTP token or a value holding CR, LF or NUL, so
+/// such a task would be accepted now and fail on every attempt.
+pub fn header_error(name: &str, value: &str) -> Option<String> {
+    const TOKEN: &[u8] = b"!#$%&'*+-.^_`|~";
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN.contains(&b))
+    {
+        return Some(
+            "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)".into(),
+        );
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Some("holds a line break or NUL, which no HTTP header may carry".into());
+    }
+    None
+}
+
 /// What a task does when it runs.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -14,7 +14,7 @@ pub use tidesync::engine::ports::{ConflictResolver, RecordStore, Replica};
 pub use tidesync::engine::replication::replicator::{mutation_task_id, ReplicaPorts};
 pub use tidesync::engine::replication::{
     LocalRecord, PullReport, RecordStatus, ReplicationError, ReplicationOptions, Replicator,
-    Strategy,
+    ReplicatorPorts, Strategy,
 };
 pub use tidesync::engine::time::{to_iso, Millis};
 pub use tidesync::engine::{
@@ -192,11 +192,13 @@ pub fn bench_with(config: Config) -> Bench {
     transport.respond_with(move |request, now| answering.borrow_mut().answer(request, now));
     let replicator = Rc::new(
         block_on(Replicator::<MemoryReplica>::open(
-            records.clone(),
-            transport.clone(),
-            clock.clone(),
-            events.clone(),
-            on_conflict.clone(),
+            ReplicatorPorts {
+                records: records.clone(),
+                transport: transport.clone(),
+                clock: clock.clone(),
+                events: events.clone(),
+                resolver: on_conflict.clone(),
+            },
             ReplicationOptions {
                 server_url: SERVER.into(),
                 entity_types: vec!["task".into(), "note".into()],
@@ -251,6 +253,17 @@ pub fn data(record: &LocalRecord) -> Value {
 
 impl Bench {
     /// `put` as the API does it: write locally, then hand the task to the outbox.
+    /// The device's ports, for opening another replicator over them.
+    pub fn replicator_ports(&self) -> ReplicatorPorts<MemoryReplica> {
+        ReplicatorPorts {
+            records: self.records.clone(),
+            transport: self.transport.clone(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            resolver: self.on_conflict.clone(),
+        }
+    }
+
     pub fn put(&self, entity_type: &str, id: &str, fields: Value) -> LocalRecord {
         let (record, task) = block_on(self.replicator.put(
             entity_type,

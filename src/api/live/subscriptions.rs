@@ -7,13 +7,12 @@
 //! to as they are.
 
 use crate::api::client::{Inner, SyncClient};
-use crate::api::error::tidesync_error;
+use crate::api::error::{tidesync_error, ApiError};
+use crate::api::input;
 use crate::api::replication::{entity_type_arg, replicator};
 use crate::engine::query::{Direction, Query};
-use crate::platform::global;
-use crate::store::idb::to_js;
 use js_sys::{Function, Object};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -49,58 +48,60 @@ fn parse_options(options: &JsValue) -> Result<(Query, Option<Function>), JsValue
     if options.is_undefined() || options.is_null() {
         return Ok((query, None));
     }
-    if !options.is_object() || js_sys::Array::is_array(options) {
-        return Err(invalid("the query must be an object like { where: { done: false }, orderBy: \"title\", limit: 20 }"));
-    }
-    for key in Object::keys(options.unchecked_ref::<Object>()).iter() {
-        let key = key.as_string().unwrap_or_default();
+    let error = ApiError::InvalidQuery;
+    input::object(
+        options,
+        "query",
+        "{ where: { done: false }, orderBy: \"title\", limit: 20 }",
+        error,
+    )?;
+    for key in input::keys(options, "query", error)? {
         if !["where", "orderBy", "limit"].contains(&key.as_str()) {
             return Err(invalid(&format!(
-                "unknown query option `{key}`; expected where, orderBy or limit"
+                "unknown query option `{}`; expected where, orderBy or limit",
+                input::shorten(&key, 40)
             )));
         }
     }
     let mut predicate = None;
-    let filter = global::prop(options, "where");
+    let filter = input::get(options, "where", "where", error)?;
     if filter.is_function() {
         predicate = Some(filter.unchecked_into::<Function>());
-    } else if !filter.is_undefined() && !filter.is_null() {
-        let fields: Map<String, Value> = serde_wasm_bindgen::from_value(filter).map_err(|_| {
-            invalid("`where` must be an object of field values (compared for equality) or a function (record) => boolean")
+    } else if let Some(filter) = input::present(filter) {
+        let fields = input::json_object(&filter, "where", |why| {
+            ApiError::InvalidQuery(format!("{why} (`where` must be an object of field values, compared for equality, or a function (record) => boolean)"))
         })?;
         query.filter = fields.into_iter().collect();
     }
-    let order = global::prop(options, "orderBy");
-    if let Some(field) = order.as_string() {
-        query.order_by = Some((field, Direction::Asc));
-    } else if js_sys::Array::is_array(&order) {
-        let pair = js_sys::Array::from(&order);
-        let field = pair.get(0).as_string();
-        let direction = match pair.get(1).as_string().as_deref() {
-            None | Some("asc") => Some(Direction::Asc),
-            Some("desc") => Some(Direction::Desc),
-            Some(_) => None,
+    let order_error = || invalid("`orderBy` must be a field name or [field, \"asc\" | \"desc\"]");
+    if let Some(order) = input::present(input::get(options, "orderBy", "orderBy", error)?) {
+        let order = input::json(&order, "orderBy", error)?;
+        let (field, direction) = match &order {
+            Value::String(field) => (Some(field.as_str()), Some(Direction::Asc)),
+            Value::Array(pair) if (1..=2).contains(&pair.len()) => (
+                pair[0].as_str(),
+                match pair.get(1) {
+                    None => Some(Direction::Asc),
+                    Some(Value::String(d)) if d == "asc" => Some(Direction::Asc),
+                    Some(Value::String(d)) if d == "desc" => Some(Direction::Desc),
+                    Some(_) => None,
+                },
+            ),
+            _ => (None, None),
         };
-        match (field, direction, pair.length()) {
-            (Some(field), Some(direction), 1 | 2) if !field.is_empty() => {
-                query.order_by = Some((field, direction))
+        match (field, direction) {
+            (Some(field), Some(direction)) if !field.is_empty() => {
+                query.order_by = Some((field.to_owned(), direction))
             }
-            _ => {
-                return Err(invalid(
-                    "`orderBy` must be a field name or [field, \"asc\" | \"desc\"]",
-                ))
-            }
+            _ => return Err(order_error()),
         }
-    } else if !order.is_undefined() && !order.is_null() {
-        return Err(invalid(
-            "`orderBy` must be a field name or [field, \"asc\" | \"desc\"]",
-        ));
     }
-    let limit = global::prop(options, "limit");
-    if !limit.is_undefined() && !limit.is_null() {
+    if let Some(limit) = input::present(input::get(options, "limit", "limit", error)?) {
         match limit.as_f64() {
-            Some(n) if n.fract() == 0.0 && n >= 1.0 => query.limit = Some(n as usize),
-            _ => return Err(invalid("`limit` must be a positive integer")),
+            Some(n) if n.fract() == 0.0 && (1.0..=1e9).contains(&n) => {
+                query.limit = Some(n as usize)
+            }
+            _ => return Err(invalid("`limit` must be a positive integer (at most 1e9)")),
         }
     }
     Ok((query, predicate))
@@ -126,9 +127,12 @@ impl SyncClient {
         } else {
             (options, callback)
         };
-        let callback: Function = callback
-            .dyn_into()
-            .map_err(|_| invalid("`callback` must be a function (records) => void"))?;
+        let callback = input::function(
+            &callback,
+            "callback",
+            "(records) => void",
+            ApiError::InvalidQuery,
+        )?;
         let replicator = replicator(inner)?;
         let entity_type = entity_type_arg(&entity_type)?;
         if !replicator.options().entity_types.contains(&entity_type) {
@@ -213,7 +217,7 @@ async fn evaluate(inner: &Rc<Inner>, subscription: &Subscription) -> Result<Vec<
     let mut views: Vec<Value> = records.iter().map(|r| r.view()).collect();
     if let Some(predicate) = &subscription.predicate {
         views.retain(|view| {
-            to_js(view)
+            input::to_js_json(view)
                 .ok()
                 .and_then(|record| predicate.call1(&JsValue::NULL, &record).ok())
                 .is_some_and(|kept| kept.is_truthy())
@@ -228,7 +232,7 @@ fn deliver(inner: &Inner, subscription: &Subscription, views: Vec<Value>) {
     }
     let snapshot = js_sys::Array::new();
     for view in &views {
-        if let Ok(record) = to_js(view) {
+        if let Ok(record) = input::to_js_json(view) {
             snapshot.push(&Object::freeze(record.unchecked_ref::<Object>()));
         }
     }

@@ -34,6 +34,7 @@ use std::collections::{HashSet, VecDeque};
 mod conditions;
 mod flush;
 pub mod health;
+pub mod inspect;
 mod register;
 mod settle;
 mod snapshot;
@@ -130,7 +131,6 @@ pub struct Outbox<P: Ports> {
 
 impl<P: Ports> Outbox<P> {
     /// Opens the outbox over a store, loading what it holds.
-    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         ports: OutboxPorts<P>,
         options: OutboxOptions,

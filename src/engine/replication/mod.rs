@@ -13,4 +13,6 @@ pub mod replicator;
 
 pub use conflict::{resolve, ConflictOutcome, Strategy};
 pub use record::{LocalRecord, RecordStatus};
-pub use replicator::{PullReport, ReplicationError, ReplicationOptions, Replicator, VerifyReport};
+pub use replicator::{
+    PullReport, ReplicationError, ReplicationOptions, Replicator, ReplicatorPorts, VerifyReport,
+};
