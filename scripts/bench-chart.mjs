@@ -41,7 +41,7 @@ for (const r of report.results.filter((r) => /^fetch\.raw\.latency\d+\.\d+\.c1$/
 
 // Layout: one block per group, a bar each for Tidesync and Workbox, scaled
 // so that the group's limit is the dashed 100 % line.
-const W = 820, left = 260, right = 90, barH = 14, gap = 4, groupGap = 18, top = 74;
+const W = 840, left = 260, right = 120, barH = 14, gap = 4, groupGap = 18, top = 74;
 const maxShare = Math.max(1.2, ...groups.flatMap((g) => [g.tidesync, g.workbox].filter((v) => v !== null && g.limit).map((v) => v / g.limit)));
 const x = (share) => left + (share / maxShare) * (W - left - right);
 const escape = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;");

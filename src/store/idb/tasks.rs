@@ -318,6 +318,12 @@ async fn last_seq(meta: &ObjectStore) -> Result<u64, StoreError> {
 /// Registers tasks inside an open transaction over `tasks` and `meta`: each
 /// task's revision is the next value of the persisted counter; new ids also
 /// take it as their seq, queued ids keep their place.
+///
+/// Two round trips to the browser's IndexedDB backend, whatever the batch:
+/// the reads (the counter, and the queued copies) are placed together, then
+/// every write (the tasks and the counter) is placed together. Awaiting each
+/// request in turn cost four round trips per `register()` awaited alone
+/// (docs/benchmarks.md, "Where the time of an enqueue goes").
 pub(super) async fn register_in(
     tasks: &ObjectStore,
     meta: &ObjectStore,
@@ -326,52 +332,56 @@ pub(super) async fn register_in(
     if batch.is_empty() {
         return Ok(batch);
     }
-    let mut seq = last_seq(meta).await?;
-    let existing: HashSet<String> = if batch.len() == 1 {
-        // One lookup beats listing every key of a long queue.
-        let found = tasks
-            .key_exists(JsValue::from_str(&batch[0].id))
-            .await
-            .map_err(map_error)?;
-        found.then(|| batch[0].id.clone()).into_iter().collect()
+    let (mut seq, queued): (u64, Vec<Option<Task>>) = if batch.len() == 1 {
+        // One lookup beats listing every key of a long queue; a `get`
+        // rather than a key test, so a re-registration needs no third read.
+        let (seq, stored) =
+            futures::future::join(last_seq(meta), tasks.get(JsValue::from_str(&batch[0].id))).await;
+        let stored = stored.map_err(map_error)?.map(from_js).transpose()?;
+        (seq?, vec![stored])
     } else {
-        tasks
-            .get_all_keys(None, None)
-            .await
+        let (seq, keys) =
+            futures::future::join(last_seq(meta), tasks.get_all_keys(None, None)).await;
+        let existing: HashSet<String> = keys
             .map_err(map_error)?
             .into_iter()
             .filter_map(|k| k.as_string())
-            .collect()
+            .collect();
+        let stored = try_issue_all(batch.iter().map(|t| {
+            let queued = existing.contains(&t.id);
+            let id = JsValue::from_str(&t.id);
+            async move {
+                match queued {
+                    true => tasks.get(id).await,
+                    false => Ok(None),
+                }
+            }
+        }))
+        .await
+        .map_err(map_error)?
+        .into_iter()
+        .map(|stored| stored.map(from_js).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+        (seq?, stored)
     };
-    let queued = try_issue_all(
-        batch
-            .iter()
-            .filter(|t| existing.contains(&t.id))
-            .map(|t| tasks.get(JsValue::from_str(&t.id))),
-    )
-    .await
-    .map_err(map_error)?;
-    let mut queued = queued.into_iter();
-    for task in batch.iter_mut() {
+    for (task, stored) in batch.iter_mut().zip(queued) {
         seq += 1;
         task.revision = seq;
         task.seq = seq;
-        if existing.contains(&task.id) {
-            if let Some(stored) = queued.next().flatten() {
-                let stored: Task = from_js(stored)?;
-                task.seq = stored.seq;
-                task.created_at = stored.created_at;
-            }
+        if let Some(stored) = stored {
+            task.seq = stored.seq;
+            task.created_at = stored.created_at;
         }
     }
     let values = batch
         .iter()
         .map(|t| to_js(t).map(|v| (v, None)))
         .collect::<Result<Vec<_>, _>>()?;
-    tasks.put_all(values.into_iter()).await.map_err(map_error)?;
-    meta.put(&meta_entry(SEQ_KEY, &seq)?, None)
-        .await
-        .map_err(map_error)?;
+    let counter = meta_entry(SEQ_KEY, &seq)?;
+    let (put, counted) =
+        futures::future::join(tasks.put_all(values.into_iter()), meta.put(&counter, None)).await;
+    put.map_err(map_error)?;
+    counted.map_err(map_error)?;
     Ok(batch)
 }
 
