@@ -14,6 +14,7 @@ use crate::engine::replication::replicator::ReplicaPorts;
 use crate::engine::replication::{Replicator, ReplicatorPorts};
 use crate::platform::clock::BrowserClock;
 use crate::platform::global;
+use crate::platform::listener::EventListener;
 use crate::platform::locks::FlushLock;
 use crate::store::idb::{to_js, IdbStore};
 use crate::transport::http::HttpTransport;
@@ -64,20 +65,19 @@ impl TokenSource for JsTokens {
     }
 }
 
-/// A listener on the global scope (`online`/`offline`), removed on close.
-type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
-
 pub(crate) struct Inner {
     name: String,
     outbox: Outbox<BrowserPorts>,
     pub(crate) replicator: Option<Rc<Replicator<BrowserReplica>>>,
-    pub(crate) sync_state: crate::api::replication::SyncState,
+    /// `sync()` one at a time, pulls taking turns.
+    pub(crate) syncs: crate::engine::sync::Syncs,
     pub(crate) events: Rc<JsEvents>,
     auto_flush: bool,
     closed: Cell<bool>,
     flush_scheduled: Cell<bool>,
     wake_timer: RefCell<Option<Timeout>>,
-    global_listeners: RefCell<Vec<GlobalListener>>,
+    /// `online`/`offline` on the global scope, removed on close.
+    global_listeners: RefCell<Vec<EventListener>>,
     /// When `getHealth().storage` was last measured (`Date.now()`).
     pub(crate) estimated_at: Cell<f64>,
     pub(crate) live: crate::api::live::LiveParts,
@@ -154,7 +154,7 @@ impl SyncClient {
                 name: options.name,
                 outbox,
                 replicator,
-                sync_state: Default::default(),
+                syncs: Default::default(),
                 events,
                 auto_flush: options.auto_flush,
                 closed: Cell::new(false),
@@ -210,7 +210,7 @@ impl SyncClient {
             if inner.auto_flush && global::navigator_online() {
                 schedule_flush(&inner);
             }
-            to_js_value(&stored)
+            input::to_js_json(&stored)
         })
     }
 
@@ -236,14 +236,7 @@ impl SyncClient {
             }
             inner.wake_timer.borrow_mut().take();
             inner.outbox.store().stop_watching();
-            let target = global::global();
-            for (name, listener) in inner.global_listeners.borrow_mut().drain(..) {
-                let _ = global::call(
-                    &target,
-                    "removeEventListener",
-                    &[JsValue::from_str(name), listener.as_ref().clone()],
-                );
-            }
+            inner.global_listeners.borrow_mut().clear();
             crate::api::live::stop(&inner);
             let finished = inner.outbox.close().await;
             if !finished {
@@ -409,7 +402,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = setToken)]
     pub fn set_token(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "string | null")] token: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] token: JsValue,
     ) -> Result<(), JsValue> {
         guard::check()?;
         let token = match input::present(token) {
@@ -459,7 +452,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = requestBackgroundSync, unchecked_return_type = "Promise<boolean>")]
     pub fn request_background_sync(
         &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
     ) -> Promise {
         guard::promise(async move {
             let tag = sync_tag(tag)?.unwrap_or_else(|| "tidesync".into());
@@ -485,7 +478,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = handleSyncEvent, unchecked_return_type = "Promise<FlushReport>")]
     pub fn handle_sync_event(
         &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
@@ -612,7 +605,7 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
     if inner.closed.get() || !inner.auto_flush {
         return;
     }
-    let delay = (at - inner.outbox.clock().now()).clamp(20.0, 2_147_000_000.0);
+    let delay = crate::engine::sync::wake_delay(at, inner.outbox.clock().now());
     let weak: Weak<Inner> = Rc::downgrade(inner);
     let timer = Timeout::new(delay as u32, move || {
         if let Some(inner) = weak.upgrade() {
@@ -623,24 +616,15 @@ fn arm_wake_timer(inner: &Rc<Inner>, at: Option<f64>) {
 }
 
 fn listen_for_connectivity(inner: &Rc<Inner>) {
-    let target = global::global();
     for (name, online) in [("online", true), ("offline", false)] {
         let weak = Rc::downgrade(inner);
-        let listener = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+        let listener = EventListener::on_global(name, move |_event| {
             let Some(inner) = weak.upgrade() else { return };
             inner.outbox.set_online(online);
             if online && inner.auto_flush {
                 schedule_flush(&inner);
             }
         });
-        if global::call(
-            &target,
-            "addEventListener",
-            &[JsValue::from_str(name), listener.as_ref().clone()],
-        )
-        .is_ok()
-        {
-            inner.global_listeners.borrow_mut().push((name, listener));
-        }
+        inner.global_listeners.borrow_mut().extend(listener);
     }
 }

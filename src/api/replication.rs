@@ -9,20 +9,21 @@ use crate::api::error::ApiError;
 use crate::api::guard;
 use crate::api::input;
 use crate::engine::events::Event;
+use crate::engine::outbox::{FlushReport, Outbox};
+use crate::engine::ports::StoreError;
 use crate::engine::ports::{ConflictResolver, EventSink};
 use crate::engine::replication::replicator::ReplicationError;
 use crate::engine::replication::{PullReport, Replicator};
+use crate::engine::sync::{self, SyncError, SyncHost};
 use crate::engine::task::Task;
 use crate::platform::global;
-use futures::channel::oneshot;
 use js_sys::{Function, Promise};
 use serde_json::{Map, Value};
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use super::client::BrowserReplica;
+use super::client::{BrowserPorts, BrowserReplica};
 
 /// The app's `onConflict(local, remote)`: returns the record to keep (or a
 /// promise of it). A throw or rejection leaves the record in
@@ -43,7 +44,7 @@ impl ConflictResolver for JsResolver {
         let Some(callback) = &self.0 else {
             return Err("no onConflict callback".into());
         };
-        let to_js = |v: &Value| crate::store::idb::to_js(v).map_err(|e| e.to_string());
+        let to_js = |v: &Value| input::to_js_json(v).map_err(|e| input::thrown(&e));
         let returned = callback
             .call2(&JsValue::NULL, &to_js(local)?, &to_js(remote)?)
             .map_err(|e| format!("onConflict threw: {}", describe(&e)))?;
@@ -80,13 +81,6 @@ fn strip_reserved(mut object: Map<String, Value>) -> Map<String, Value> {
         object.remove(field);
     }
     object
-}
-
-/// One `sync()` at a time: later calls wait for the running one, then run.
-#[derive(Default)]
-pub struct SyncState {
-    running: Cell<bool>,
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 fn replication_error(error: ReplicationError) -> JsValue {
@@ -133,7 +127,7 @@ fn record_id(value: &JsValue) -> Result<String, JsValue> {
 }
 
 fn view(record: &crate::engine::replication::LocalRecord) -> Result<JsValue, JsValue> {
-    to_js_value(&record.view())
+    input::to_js_json(&record.view())
 }
 
 #[wasm_bindgen]
@@ -149,7 +143,7 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let (replicator, entity_type) = writer(&inner, &entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Write)?;
             let object = input::json_object(&record, "record", ApiError::InvalidRecord)?;
             let id = match object.get("id") {
                 None | Some(Value::Null) => None,
@@ -180,19 +174,14 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let (replicator, entity_type) = writer(&inner, &entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Write)?;
             let id = record_id(&id)?;
-            match replicator
-                .delete(&entity_type, &id)
-                .await
-                .map_err(replication_error)?
-            {
-                Some((_, task)) => {
-                    adopt_all(&inner, vec![task]);
-                    Ok(JsValue::TRUE)
-                }
-                None => Ok(JsValue::FALSE),
-            }
+            let deleted = replicator.delete(&entity_type, &id).await;
+            let Some((_, task)) = deleted.map_err(replication_error)? else {
+                return Ok(JsValue::FALSE);
+            };
+            adopt_all(&inner, vec![task]);
+            Ok(JsValue::TRUE)
         })
     }
 
@@ -205,18 +194,12 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            guard::check()?;
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Read)?;
             let id = record_id(&id)?;
-            match replicator
-                .get(&entity_type, &id)
-                .await
+            let record = replicator.get(&entity_type, &id).await;
+            record
                 .map_err(replication_error)?
-            {
-                Some(record) => view(&record),
-                None => Ok(JsValue::NULL),
-            }
+                .map_or(Ok(JsValue::NULL), |record| view(&record))
         })
     }
 
@@ -228,14 +211,13 @@ impl SyncClient {
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {
-            let replicator = replicator(&inner)?;
-            let entity_type = entity_type_arg(&entity_type)?;
+            let (replicator, entity_type) = records_call(&inner, &entity_type, Access::Read)?;
             let records = replicator
                 .query(&entity_type)
                 .await
                 .map_err(replication_error)?;
             let views: Vec<Value> = records.iter().map(|r| r.view()).collect();
-            to_js_value(&views)
+            input::to_js_json(&views)
         })
     }
 
@@ -246,25 +228,9 @@ impl SyncClient {
         let inner = self.inner.clone();
         guard::promise(async move {
             inner.ensure_open()?;
-            let replicator = replicator(&inner)?;
-            if inner.sync_state.running.replace(true) {
-                let (sender, receiver) = oneshot::channel();
-                inner.sync_state.waiters.borrow_mut().push(sender);
-                let _ = receiver.await;
-                inner.sync_state.running.set(true);
-            }
-            let result = sync_once(&inner, &replicator).await;
-            let next = {
-                let mut waiters = inner.sync_state.waiters.borrow_mut();
-                (!waiters.is_empty()).then(|| waiters.remove(0))
-            };
-            match next {
-                Some(waiter) => {
-                    let _ = waiter.send(());
-                }
-                None => inner.sync_state.running.set(false),
-            }
-            result
+            let host = BrowserSync::of(&inner)?;
+            let report = inner.syncs.sync(&host).await.map_err(sync_error)?;
+            to_js_value(&report)
         })
     }
 
@@ -285,21 +251,8 @@ impl SyncClient {
         let inner = self.inner.clone();
         guard::promise(async move {
             inner.ensure_open()?;
-            let replicator = replicator(&inner)?;
-            replicator.set_token(inner.outbox().token());
-            // One call site, so the verify future is built into the wasm once.
-            let mut renewed = false;
-            let reports = loop {
-                match replicator.verify().await {
-                    Err(ReplicationError::Auth(_))
-                        if !renewed && renewed_token(&inner, &replicator).await =>
-                    {
-                        renewed = true;
-                    }
-                    other => break other,
-                }
-            }
-            .map_err(replication_error)?;
+            let host = BrowserSync::of(&inner)?;
+            let reports = sync::verify(&host).await.map_err(replication_error)?;
             to_js_value(&reports)
         })
     }
@@ -309,65 +262,89 @@ impl SyncClient {
 /// resolution queued to the outbox: `pull()`, and the live connection's
 /// pulls when the server pokes.
 pub(crate) async fn pull_and_adopt(inner: &Rc<Inner>) -> Result<PullReport, JsValue> {
-    let replicator = replicator(inner)?;
-    let (report, requeued) = measured_pull(inner, &replicator, |_| {}).await?;
+    let host = BrowserSync::of(inner)?;
+    let (report, requeued) = inner
+        .syncs
+        .pull(&host, |_| {})
+        .await
+        .map_err(replication_error)?;
     adopt_all(inner, requeued);
     Ok(report)
 }
 
-/// Pulls until the server has no more, recorded as a `tidesync:pull`
-/// measure; returns the report and the tasks conflict resolution queued.
-async fn measured_pull(
-    inner: &Rc<Inner>,
-    replicator: &Replicator<BrowserReplica>,
-    progress: impl FnMut(usize),
-) -> Result<(PullReport, Vec<Task>), JsValue> {
-    // The live connection's pulls and the app's take turns instead of
-    // failing `busy`.
-    let _turn = inner.live.pull_turn.lock().await;
-    replicator.set_token(inner.outbox().token());
-    let started = devtools::performance_now();
-    let mut progress = progress;
-    // One call site, so the pull future is built into the wasm once.
-    let mut renewed = false;
-    let (report, requeued) = loop {
-        match replicator.pull(&mut progress).await {
-            Err(ReplicationError::Auth(_))
-                if !renewed && renewed_token(inner, replicator).await =>
-            {
-                renewed = true;
-            }
-            other => break other,
-        }
-    }
-    .map_err(replication_error)?;
-    devtools::measure_phase(
-        "tidesync:pull",
-        started,
-        inner.name(),
-        &to_js_value(&report)?,
-    );
-    Ok((report, requeued))
+/// The client as the engine's sync sees it: flushes as the client does,
+/// and measures phases for DevTools.
+struct BrowserSync<'a> {
+    inner: &'a Rc<Inner>,
+    replicator: Rc<Replicator<BrowserReplica>>,
 }
 
-/// After a 401/403 on a pull or verify: asks `getToken` once, as the queue
-/// does for its requests. Returns whether there is a new token to retry with.
-async fn renewed_token(inner: &Rc<Inner>, replicator: &Replicator<BrowserReplica>) -> bool {
-    match inner.outbox().renew_token().await {
-        Some(token) => {
-            replicator.set_token(Some(token));
-            true
-        }
-        None => false,
+impl<'a> BrowserSync<'a> {
+    fn of(inner: &'a Rc<Inner>) -> Result<Self, JsValue> {
+        Ok(Self {
+            inner,
+            replicator: replicator(inner)?,
+        })
     }
 }
 
-/// The open client's replicator and a validated entity type, for a write.
-fn writer(
+impl SyncHost for BrowserSync<'_> {
+    type Ports = BrowserPorts;
+    type Replica = BrowserReplica;
+
+    fn outbox(&self) -> &Outbox<BrowserPorts> {
+        self.inner.outbox()
+    }
+
+    fn replicator(&self) -> &Replicator<BrowserReplica> {
+        &self.replicator
+    }
+
+    async fn flush(&self) -> Result<FlushReport, StoreError> {
+        run_flush(self.inner).await
+    }
+
+    fn emit(&self, event: Event) {
+        self.inner.events.emit(event);
+    }
+
+    fn phase_started(&self) -> f64 {
+        devtools::performance_now()
+    }
+
+    fn phase_done(&self, name: &str, started: f64, detail: &Value) {
+        if let Ok(detail) = to_js_value(detail) {
+            devtools::measure_phase(name, started, self.inner.name(), &detail);
+        }
+    }
+}
+
+fn sync_error(error: SyncError) -> JsValue {
+    match error {
+        SyncError::Store(error) => store_error(error),
+        SyncError::Replication(error) => replication_error(error),
+        SyncError::AuthRequired => tidesync_error("auth-required", &error.to_string()),
+    }
+}
+
+/// What a record call does: a write needs the client open (a read of a
+/// closed client answers from what is stored).
+#[derive(PartialEq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// The client's replicator and the validated entity type of a record call
+/// (`put`, `delete`, `get`, `query`).
+fn records_call(
     inner: &Inner,
     entity_type: &JsValue,
+    access: Access,
 ) -> Result<(Rc<Replicator<BrowserReplica>>, String), JsValue> {
-    inner.ensure_open()?;
+    if access == Access::Write {
+        inner.ensure_open()?;
+    }
     Ok((replicator(inner)?, entity_type_arg(entity_type)?))
 }
 
@@ -384,75 +361,4 @@ fn adopt_all(inner: &Rc<Inner>, tasks: Vec<Task>) {
     if inner.auto_flush() && global::navigator_online() {
         schedule_flush(inner);
     }
-}
-
-async fn sync_once(
-    inner: &Rc<Inner>,
-    replicator: &Replicator<BrowserReplica>,
-) -> Result<JsValue, JsValue> {
-    let events = inner.events.clone();
-    let pending = inner.outbox().status().pending_count;
-    events.emit(Event::Progress {
-        phase: "push",
-        done: 0,
-        total: pending,
-    });
-    let push_started = devtools::performance_now();
-    let pushed = run_flush(inner).await.map_err(store_error)?;
-    let push_detail = serde_json::json!({"mutations": pushed.completed, "failed": pushed.failed});
-    devtools::measure_phase(
-        "tidesync:push",
-        push_started,
-        inner.name(),
-        &to_js_value(&push_detail)?,
-    );
-    events.emit(Event::Progress {
-        phase: "push",
-        done: pushed.completed,
-        total: pending.max(pushed.completed),
-    });
-    if inner.outbox().status().auth_required {
-        return Err(tidesync_error(
-            "auth-required",
-            "the server refused the credentials; call setToken() with a fresh token",
-        ));
-    }
-    let progress_events = events.clone();
-    let (pulled, requeued) = measured_pull(inner, replicator, move |done| {
-        progress_events.emit(Event::Progress {
-            phase: "pull",
-            done,
-            total: done,
-        })
-    })
-    .await?;
-    let resolved = !requeued.is_empty();
-    for task in requeued {
-        inner.outbox().adopt(task);
-    }
-    let mut completed = pushed.completed;
-    let mut remaining = pushed.remaining;
-    if resolved {
-        // Conflicts settled for the client are pushed in the same sync.
-        let again = run_flush(inner).await.map_err(store_error)?;
-        completed += again.completed;
-        remaining = again.remaining;
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct SyncReport {
-        pushed: usize,
-        pulled: usize,
-        pages: usize,
-        conflicts: usize,
-        remaining: usize,
-    }
-    to_js_value(&SyncReport {
-        pushed: completed,
-        pulled: pulled.pulled,
-        pages: pulled.pages,
-        conflicts: pulled.conflicts,
-        remaining,
-    })
-    .map_err(|e: JsValue| e)
 }

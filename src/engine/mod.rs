@@ -23,6 +23,7 @@ pub mod replication;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod sync;
 pub mod task;
 pub mod time;
 

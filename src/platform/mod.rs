@@ -7,5 +7,6 @@
 pub mod clock;
 pub mod event_source;
 pub mod global;
+pub mod listener;
 pub mod locks;
 pub mod marker;

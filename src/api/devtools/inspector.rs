@@ -11,6 +11,7 @@ use crate::engine::ports::Clock;
 use crate::engine::task::FailedTask;
 use crate::engine::time::to_iso;
 use crate::platform::global;
+use crate::platform::listener::EventListener;
 use crate::store::idb::to_js;
 use gloo_timers::future::TimeoutFuture;
 use serde::Serialize;
@@ -35,7 +36,6 @@ pub(super) fn inspector(client: &str) -> Option<Rc<Inspector>> {
 }
 
 type MessageListener = Closure<dyn FnMut(MessageEvent)>;
-type PageListener = (&'static str, Closure<dyn FnMut(JsValue)>);
 
 /// One client's channel: throttling state and a cache of its dead letters
 /// (re-read from IndexedDB only when their count changes or a task fails).
@@ -50,7 +50,7 @@ pub(super) struct Inspector {
     on_message: RefCell<Option<MessageListener>>,
     /// `pagehide`/`pageshow` on a window: the inspector learns that the
     /// page went away (or came back from the back/forward cache).
-    page_listeners: RefCell<Vec<PageListener>>,
+    page_listeners: RefCell<Vec<EventListener>>,
     pending: Cell<bool>,
     /// An inspector said hello: from then on every change is posted. Until
     /// then only the announcement at open is, so an app nobody inspects
@@ -102,10 +102,9 @@ pub(super) fn open_inspector(inner: &Rc<Inner>) {
 }
 
 fn listen_to_page(inspector: &Rc<Inspector>) {
-    let target = global::global();
     for name in ["pagehide", "pageshow"] {
         let weak = Rc::downgrade(inspector);
-        let listener = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        let listener = EventListener::on_global(name, move |event| {
             let Some(inspector) = weak.upgrade() else {
                 return;
             };
@@ -115,15 +114,7 @@ fn listen_to_page(inspector: &Rc<Inspector>) {
                 inspector.post_now(); // back from the back/forward cache
             }
         });
-        if global::call(
-            &target,
-            "addEventListener",
-            &[JsValue::from_str(name), listener.as_ref().clone()],
-        )
-        .is_ok()
-        {
-            inspector.page_listeners.borrow_mut().push((name, listener));
-        }
+        inspector.page_listeners.borrow_mut().extend(listener);
     }
 }
 
@@ -159,14 +150,7 @@ impl Inspector {
             channel.close();
         }
         self.on_message.borrow_mut().take();
-        let target = global::global();
-        for (name, listener) in self.page_listeners.borrow_mut().drain(..) {
-            let _ = global::call(
-                &target,
-                "removeEventListener",
-                &[JsValue::from_str(name), listener.as_ref().clone()],
-            );
-        }
+        self.page_listeners.borrow_mut().clear();
     }
 
     /// `{type: "closed", name, instance, reason, at}`: the client was closed

@@ -22,6 +22,7 @@ use crate::engine::ports::{Locks, TokenSource, Transport};
 use crate::engine::task::{Body, HttpRequest, ResponseBody};
 use crate::platform::event_source::{LiveSource, StreamEvent};
 use crate::platform::global;
+use crate::platform::listener::EventListener;
 use crate::platform::locks::{FlushLock, FlushLockGuard};
 use crate::transport::http::HttpTransport;
 use gloo_timers::callback::Timeout;
@@ -31,8 +32,6 @@ use std::rc::{Rc, Weak};
 use tidesync_protocol as protocol;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::spawn_local;
-
-type GlobalListener = (&'static str, Closure<dyn FnMut(JsValue)>);
 
 /// Something that happened, for the engine.
 enum Input {
@@ -63,7 +62,7 @@ pub(crate) struct LinkDriver {
     /// In a tab that does not hold the connection: the holder's status as
     /// last announced.
     remote: RefCell<Status>,
-    listeners: RefCell<Vec<GlobalListener>>,
+    listeners: RefCell<Vec<EventListener>>,
 }
 
 fn now() -> f64 {
@@ -125,14 +124,7 @@ impl LinkDriver {
         let commands = self.machine.borrow_mut().stop();
         self.execute(commands);
         self.timer.borrow_mut().take();
-        let target = global::global();
-        for (name, listener) in self.listeners.borrow_mut().drain(..) {
-            let _ = global::call(
-                &target,
-                "removeEventListener",
-                &[JsValue::from_str(name), listener.as_ref().clone()],
-            );
-        }
+        self.listeners.borrow_mut().clear();
         if self.leader.replace(false) {
             self.announce();
         }
@@ -420,21 +412,12 @@ impl LinkDriver {
     }
 
     fn listen_for_connectivity(self: &Rc<Self>) {
-        let target = global::global();
         for (name, online) in [("online", true), ("offline", false)] {
             let driver = Rc::downgrade(self);
-            let listener = Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+            let listener = EventListener::on_global(name, move |_event| {
                 Self::later(&driver, Input::Online(online))
             });
-            if global::call(
-                &target,
-                "addEventListener",
-                &[JsValue::from_str(name), listener.as_ref().clone()],
-            )
-            .is_ok()
-            {
-                self.listeners.borrow_mut().push((name, listener));
-            }
+            self.listeners.borrow_mut().extend(listener);
         }
     }
 }

@@ -45,9 +45,6 @@ pub(crate) struct LiveParts {
     options: Option<(LiveOptions, String)>,
     pub(crate) feed: Rc<ChangeFeed>,
     pub(crate) link: RefCell<Option<Rc<LinkDriver>>>,
-    /// Pulls take turns: one the server poked for and one the app asked
-    /// for (`pull()`, `sync()`) run one after the other.
-    pub(crate) pull_turn: futures::lock::Mutex<()>,
     /// `getToken`, asked when there is no token or the ticket is refused.
     pub(crate) tokens: JsTokens,
 }
@@ -60,7 +57,6 @@ impl LiveParts {
             options: options.filter(|_| supported),
             feed: Rc::new(ChangeFeed::default()),
             link: RefCell::new(None),
-            pull_turn: futures::lock::Mutex::new(()),
             tokens,
         }
     }
