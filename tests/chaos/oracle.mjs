@@ -100,8 +100,11 @@ export function judge({ ledger, proxy, devices, server, kills, traces = new Map(
         && f.at >= before.at - requestTimeout - GIVE_UP_SLACK && f.at <= again.at + GIVE_UP_SLACK);
       // An observed death (reported after the fact) may be reported a
       // little after the redelivery it explains.
+      // The proxy may read a dying page's last request after the page is
+      // gone, by as long as its event loop was stalled then.
+      const readLag = Math.max(50, lagAround(proxy.stalls ?? [], before.at));
       const killed = killsOf(issued.device).some((k) => sender(k.actor)
-        && k.at <= again.at + (k.observed ? OBSERVED_SLACK : 0) && (k.doneAt ?? k.at) >= before.at - 50);
+        && k.at <= again.at + (k.observed ? OBSERVED_SLACK : 0) && (k.doneAt ?? k.at) >= before.at - readLag);
       const acted = deliveries.slice(0, i).filter((d) => completed.has(d.n));
       // When the proxy read `again`, at the latest; it may have arrived
       // earlier by as long as the proxy's event loop was stalled then.
