@@ -21,6 +21,6 @@ const { figures, violations, ambiguous } = judge({
 const relative = (x) => (typeof x === "number" && x > 1e12 ? x - evidence.started : x);
 const shown = (v) => JSON.stringify(v, (_k, x) => relative(x));
 for (const v of violations) console.log(`violation ${shown(v)}`);
-for (const a of ambiguous) console.log(`read late ${shown(a)}`);
+for (const a of ambiguous) console.log(`resent by the browser or read late ${shown(a)}`);
 console.log(`rejudged: ${JSON.stringify(figures)} violations=${violations.length}`);
 process.exit(violations.length ? 1 : 0);
