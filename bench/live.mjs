@@ -41,10 +41,11 @@ function openStream(url, token, counters) {
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
 
 /**
- * Runs the live measurements; returns result rows in bench/run.mjs's shape
+ * Runs the live measurements (`samples` writes per row, one row per count in
+ * `streams`; the bench's smoke form passes small ones); returns result rows in bench/run.mjs's shape
  * (`median` is the p50; the sample holds p95, max and the memory figures).
  */
-export async function liveRows({ openPage, log }) {
+export async function liveRows({ openPage, log, samples = SAMPLES, streams: streamCounts = STREAMS }) {
   const reference = await startTidesyncServer({
     entityTypes: ["end_user"],
     args: ["--max-connections", "4096", "--live-max-streams-per-token", "4096"],
@@ -74,7 +75,7 @@ export async function liveRows({ openPage, log }) {
       }
     };
     let rssOne = null;
-    for (const streams of STREAMS) {
+    for (const streams of streamCounts) {
       while (background.length < streams - 1) {
         const batch = Math.min(100, streams - 1 - background.length);
         background.push(...await Promise.all(Array.from({ length: batch }, () => openStream(reference.url, token, counters))));
@@ -85,7 +86,7 @@ export async function liveRows({ openPage, log }) {
       for (let i = 0; i < 3; i++) await sample(); // warm-up
       counters.pokes = 0;
       const latencies = [];
-      for (let i = 0; i < SAMPLES; i++) {
+      for (let i = 0; i < samples; i++) {
         latencies.push(await sample());
         await new Promise((ok) => setTimeout(ok, 30));
       }
@@ -94,17 +95,17 @@ export async function liveRows({ openPage, log }) {
       const p95 = percentile(latencies, 0.95);
       const measured = {
         p50Ms: p50, p95Ms: p95, maxMs: latencies.at(-1), serverRssBytes: rss,
-        backgroundPokesPerWrite: Math.round((counters.pokes / SAMPLES) * 10) / 10,
+        backgroundPokesPerWrite: Math.round((counters.pokes / samples) * 10) / 10,
       };
-      log(`live.latency.${streams}: p50 ${p50} ms, p95 ${p95} ms, max ${latencies.at(-1)} ms over ${SAMPLES} writes; server RSS ${(rss / 2 ** 20).toFixed(1)} MiB`);
+      log(`live.latency.${streams}: p50 ${p50} ms, p95 ${p95} ms, max ${latencies.at(-1)} ms over ${samples} writes; server RSS ${(rss / 2 ** 20).toFixed(1)} MiB`);
       rows.push({
         id: `live.latency.${streams}`, sdk: "Tidesync",
         what: `write on device A → subscribe() callback on device B, ${streams.toLocaleString("en-US")} live stream(s) open, reference server on SQLite`,
-        n: streams, concurrency: null, unit: "ms (p50)", runs: SAMPLES, median: p50,
+        n: streams, concurrency: null, unit: "ms (p50)", runs: samples, median: p50,
         samples: latencies.map((ms) => ({ ms })), medianSample: measured,
       });
     }
-    const last = STREAMS.at(-1);
+    const last = streamCounts.at(-1);
     const perStream = (rssBytes(reference.pid) - rssOne) / (last - 1);
     log(`live.memory: ${(perStream / 1024).toFixed(1)} KiB of server RSS per open stream`);
     rows.push({

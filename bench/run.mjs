@@ -14,6 +14,10 @@
 //   BENCH_ONLY='replay\.1000' node bench/run.mjs  only the measurements whose id matches
 //   BENCH_LIVE_SAMPLES=100 node bench/run.mjs  writes per live latency row (default 30;
 //                                            bench/live.mjs)
+//   BENCH_SMOKE=1 node bench/run.mjs         the smoke form `npm test` runs: every row at
+//                                            200 items, one run, Workbox required; fails
+//                                            unless every row produced a figure (it never
+//                                            judges a speed); writes bench/results/smoke.json
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
@@ -24,14 +28,20 @@ import { startTidesyncServer } from "../tests/e2e/support/tidesync-server.mjs";
 import { liveRows } from "./live.mjs";
 import { launchBrowser } from "../tests/e2e/support/browser.mjs";
 
-const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const SMOKE = process.env.BENCH_SMOKE === "1";
+/** Every size of the standard set becomes this one in the smoke form. */
+const SMOKE_N = 200;
+const RUNS = Number(process.env.BENCH_RUNS ?? (SMOKE ? 1 : 3));
 const LONG_RUNS = Number(process.env.BENCH_LONG_RUNS ?? 1);
+/** The sizes of one row kind: the standard ones, or the smoke size once. */
+const sizes = (standard) => (SMOKE ? [...new Set(standard.map((n) => (n === 0 ? 0 : SMOKE_N)))] : standard);
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY) : null;
 const selected = (id) => !ONLY || ONLY.test(id);
 /** The server answers these paths this many ms late (a server across a network). */
 const LATENCY_MS = 20;
 const LATENCY_N = 200;
 const WORKBOX = existsSync("bench/workbox/dist/queue.js");
+if (SMOKE && !WORKBOX) throw new Error("the smoke bench needs Workbox's bundle (bench/workbox/dist/queue.js): run it through scripts/bench.sh");
 const started = Date.now();
 
 const median = (values) => {
@@ -111,6 +121,13 @@ async function measure(spec, runs, run) {
   const samples = [];
   for (let i = 0; i < runs; i++) {
     const sample = await run(i);
+    if (sample.value !== undefined) {
+      // A figure that is not a rate (a time, a memory size).
+      rates.push(sample.value);
+      samples.push({ value: sample.value, ...sample.extra });
+      log(`${spec.id} run ${i + 1}/${runs}: ${sample.value} ${spec.unit}`);
+      continue;
+    }
     const rate = sample.count / (sample.ms / 1000);
     rates.push(rate);
     samples.push({ ms: Math.round(sample.ms), rate: Math.round(rate), ...sample.extra });
@@ -118,7 +135,8 @@ async function measure(spec, runs, run) {
   }
   const byRate = samples.map((s, i) => [rates[i], s]).sort((a, b) => a[0] - b[0]);
   const medianSample = byRate[Math.floor((byRate.length - 1) / 2)][1];
-  results.push({ ...spec, runs, median: Math.round(median(rates)), unit: spec.unit, samples, medianSample });
+  const figure = median(rates);
+  results.push({ ...spec, runs, median: figure >= 100 ? Math.round(figure) : Math.round(figure * 10) / 10, unit: spec.unit, samples, medianSample });
 }
 
 // ---------- Tidesync ----------
@@ -160,6 +178,51 @@ async function tidesyncReplay(n, concurrency, sampleHeap, latency = 0) {
   }
 }
 
+/**
+ * Cold start: a page queues n tasks and closes; a fresh page (same browser
+ * context, so the same IndexedDB) then times init() + SyncClient.open() and
+ * the memory held with the queue loaded (JS heap after a forced GC).
+ */
+async function coldStart(n) {
+  const context = await browser.newContext();
+  try {
+    const name = `cold-${++pathSeq}`;
+    const load = async () => {
+      const page = await context.newPage();
+      page.on("pageerror", (e) => log(`cold page error:`, e.message));
+      await page.goto(`${server.url}/bench/cold.html`);
+      await page.waitForFunction(() => window.benchReady === true, undefined, { timeout: 30000 });
+      return page;
+    };
+    const filler = await load();
+    const filled = await filler.evaluate((a) => window.fill(a), { name, n, path: `/api/cold-${pathSeq}` });
+    if (filled.pending !== n) throw new Error(`cold start: ${filled.pending} of ${n} queued`);
+    await filler.close();
+    const page = await load();
+    const r = await page.evaluate((a) => window.coldOpen(a), { name });
+    if (r.pending !== n) throw new Error(`cold start: the client opened with ${r.pending} of ${n} queued`);
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("HeapProfiler.collectGarbage");
+    const { usedSize } = await cdp.send("Runtime.getHeapUsage");
+    await cdp.detach().catch(() => {});
+    return { ms: r.ms, wasmMemoryBytes: r.wasmMemoryBytes, jsHeapBytes: usedSize, wasmMemoryAfterRegisteringBytes: filled.wasmMemoryBytes };
+  } finally {
+    await context.close();
+  }
+}
+
+/** The browser's enqueue limit: plain IndexedDB puts of a task-shaped record, no SDK. */
+async function idbLimit(n, mode) {
+  const { context, page } = await openPage("tidesync");
+  try {
+    const r = await page.evaluate((a) => window.idbLimit(a), { name: `limit-${++pathSeq}`, n, mode, path: `/api/limit-${pathSeq}` });
+    if (r.pending !== n) throw new Error(`IndexedDB limit: ${r.pending} of ${n} stored`);
+    return { count: n, ms: r.ms, extra: { idbTransactions: r.idb } };
+  } finally {
+    await context.close();
+  }
+}
+
 async function registerBehindBacklog(backlog, n) {
   const { context, page } = await openPage("tidesync");
   try {
@@ -174,10 +237,10 @@ async function registerBehindBacklog(backlog, n) {
   }
 }
 
-async function rawFetch(n, concurrency) {
+async function rawFetch(n, concurrency, latency = 0) {
   const { context, page } = await openPage("tidesync");
   try {
-    const path = `/api/raw-${++pathSeq}`;
+    const path = `/api/${latency ? `latency-${latency}/` : ""}raw-${++pathSeq}`;
     const r = await page.evaluate((a) => window.rawFetch(a), { n, concurrency, path });
     if (server.count(path) !== n) throw new Error(`raw fetch: ${server.count(path)} of ${n} arrived`);
     return { count: n, ms: r.ms, extra: {} };
@@ -189,8 +252,8 @@ async function rawFetch(n, concurrency) {
 // ---------- Workbox ----------
 
 /** Enqueue in one tick (timed), then replay (timed): both measurements from one run. */
-async function workboxRun(n, sampleHeap, latency = 0) {
-  const { context, page } = await openPage("workbox");
+async function workboxRun(n, sampleHeap, latency = 0, kind = "workbox") {
+  const { context, page } = await openPage(kind);
   try {
     const path = `/api/${latency ? `latency-${latency}/` : ""}workbox-${++pathSeq}`;
     const name = `queue-${pathSeq}`;
@@ -209,8 +272,8 @@ async function workboxRun(n, sampleHeap, latency = 0) {
   }
 }
 
-async function workboxEnqueueSequential(n) {
-  const { context, page } = await openPage("workbox");
+async function workboxEnqueueSequential(n, kind = "workbox") {
+  const { context, page } = await openPage(kind);
   try {
     const path = `/api/workbox-seq-${++pathSeq}`;
     const e = await page.evaluate((a) => window.enqueue(a), { name: `seq-${pathSeq}`, n, mode: "sequential", path });
@@ -221,19 +284,30 @@ async function workboxEnqueueSequential(n) {
   }
 }
 
+/**
+ * Workbox's contexts: its Queue in a module service worker, as Workbox users
+ * run it (bench/pages/workbox-sw.js), and in a window with the registration
+ * shimmed (bench/pages/workbox.html; the only place its JS heap can be
+ * sampled through the page's CDP session).
+ */
+const WORKBOX_KINDS = {
+  sw: { page: "workbox-sw", prefix: "workbox-sw", sdk: "Workbox (service worker)" },
+  window: { page: "workbox", prefix: "workbox", sdk: "Workbox (window)" },
+};
+
 /** Workbox's enqueue and replay come from the same runs: one measure() for each, fed from a shared list. */
-async function workboxPair(n, runs, sampleHeap, latency = 0) {
-  const enqueueId = latency ? null : `workbox.enqueue.tick.${n}`;
-  const replayId = latency ? `workbox.replay.latency${latency}.${n}` : `workbox.replay.${n}`;
+async function workboxPair(n, runs, sampleHeap, latency = 0, where = WORKBOX_KINDS.window) {
+  const enqueueId = latency ? null : `${where.prefix}.enqueue.tick.${n}`;
+  const replayId = latency ? `${where.prefix}.replay.latency${latency}.${n}` : `${where.prefix}.replay.${n}`;
   if (!(enqueueId && selected(enqueueId)) && !selected(replayId)) return;
   const outcomes = [];
-  for (let i = 0; i < runs; i++) outcomes.push(await workboxRun(n, sampleHeap, latency));
+  for (let i = 0; i < runs; i++) outcomes.push(await workboxRun(n, sampleHeap, latency, where.page));
   if (enqueueId) {
-    await measure({ id: enqueueId, sdk: "Workbox", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" }, runs,
+    await measure({ id: enqueueId, sdk: where.sdk, what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" }, runs,
       async (i) => ({ count: n, ms: outcomes[i].enqueue.ms, extra: { idbTransactions: outcomes[i].enqueue.idb } }));
   }
   const what = latency ? `replay, server ${latency} ms away` : "replay";
-  await measure({ id: replayId, sdk: "Workbox", what, n, concurrency: 1, unit: "requests/s" }, runs,
+  await measure({ id: replayId, sdk: where.sdk, what, n, concurrency: 1, unit: "requests/s" }, runs,
     async (i) => ({
       count: n, ms: outcomes[i].replay.ms,
       extra: { idbTransactions: outcomes[i].replay.idb, ...(sampleHeap ? { peakJsHeapBytes: outcomes[i].peak, baselineJsHeapBytes: outcomes[i].baseline } : {}) },
@@ -294,39 +368,65 @@ const machine = {
 log(`Chromium ${machine.chromium}, ${machine.cores} cores; runs ${RUNS} (10,000-task replays: ${LONG_RUNS}); Workbox ${WORKBOX ? "bundled" : "absent"}`);
 
 try {
-  for (const n of [1000, 10000]) {
+  // The browser's limits for enqueue, measured in the same run as everything else.
+  for (const n of sizes([1000, 10000])) {
+    await measure({ id: `limit.idb.tick.${n}`, sdk: "IndexedDB", what: "limit: puts in one transaction, no SDK", n, concurrency: null, unit: "tasks/s" },
+      RUNS, () => idbLimit(n, "tick"));
+    await measure({ id: `limit.idb.sequential.${n}`, sdk: "IndexedDB", what: "limit: one transaction per put, awaited, no SDK", n, concurrency: null, unit: "tasks/s" },
+      n >= 10000 ? LONG_RUNS : RUNS, () => idbLimit(n, "sequential"));
+  }
+  for (const n of sizes([1000, 10000])) {
     await measure({ id: `tidesync.enqueue.tick.${n}`, sdk: "Tidesync", what: "enqueue, one tick", n, concurrency: null, unit: "tasks/s" },
       RUNS, () => tidesyncEnqueue(n, "tick"));
   }
-  for (const n of [1000, 10000]) {
+  for (const n of sizes([1000, 10000])) {
     await measure({ id: `tidesync.enqueue.sequential.${n}`, sdk: "Tidesync", what: "enqueue, awaited one by one", n, concurrency: null, unit: "tasks/s" },
       n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncEnqueue(n, "sequential"));
   }
-  for (const backlog of [100, 1000, 10000]) {
+  for (const backlog of sizes([100, 1000, 10000])) {
     await measure({ id: `tidesync.enqueue.behind-open-circuit.${backlog}`, sdk: "Tidesync", what: `enqueue one by one, autoFlush, ${backlog.toLocaleString("en-US")} queued behind an open circuit`, n: 20, concurrency: null, unit: "tasks/s" },
       backlog >= 10000 ? LONG_RUNS : RUNS, () => registerBehindBacklog(backlog, 20));
   }
-  for (const concurrency of [1, 4, 6]) {
-    await measure({ id: `fetch.raw.500.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: 500, concurrency, unit: "requests/s" },
-      RUNS, () => rawFetch(500, concurrency));
+  // Cold start and memory with the queue loaded: one run feeds three rows.
+  for (const n of sizes([0, 1000, 10000, 100000])) {
+    const ids = [`tidesync.cold-start.${n}`, `tidesync.memory.wasm.${n}`, `tidesync.memory.js-heap.${n}`];
+    if (!ids.some(selected)) continue;
+    const runs = n >= 10000 ? LONG_RUNS : RUNS;
+    const outcomes = [];
+    for (let i = 0; i < runs; i++) outcomes.push(await coldStart(n));
+    const MiB = (b) => Math.round((b / 2 ** 20) * 10) / 10;
+    await measure({ id: ids[0], sdk: "Tidesync", what: "cold start: init() to an open client", n, concurrency: null, unit: "ms" }, runs,
+      async (i) => ({ value: Math.round(outcomes[i].ms), extra: { wasmMemoryBytes: outcomes[i].wasmMemoryBytes } }));
+    if (n === 0) continue;
+    await measure({ id: ids[1], sdk: "Tidesync", what: "wasm memory with the queue loaded (cold open)", n, concurrency: null, unit: "MiB" }, runs,
+      async (i) => ({ value: MiB(outcomes[i].wasmMemoryBytes), extra: { afterRegisteringMiB: MiB(outcomes[i].wasmMemoryAfterRegisteringBytes) } }));
+    await measure({ id: ids[2], sdk: "Tidesync", what: "JS heap with the queue loaded (cold open, after GC)", n, concurrency: null, unit: "MiB" }, runs,
+      async (i) => ({ value: MiB(outcomes[i].jsHeapBytes), extra: {} }));
   }
-  for (const n of [1000, 10000]) {
+  for (const concurrency of [1, 4, 6]) {
+    await measure({ id: `fetch.raw.${sizes([500])[0]}.c${concurrency}`, sdk: "fetch()", what: "plain fetch, no storage (ceiling)", n: sizes([500])[0], concurrency, unit: "requests/s" },
+      RUNS, () => rawFetch(sizes([500])[0], concurrency));
+  }
+  for (const n of sizes([1000, 10000])) {
     for (const concurrency of [1, 4, 6]) {
-      const heap = n === 10000 && concurrency === 4;
+      const heap = n === sizes([10000])[0] && concurrency === 4;
       await measure({ id: `tidesync.replay.${n}.c${concurrency}`, sdk: "Tidesync", what: "replay (flush)", n, concurrency, unit: "requests/s" },
         n >= 10000 ? LONG_RUNS : RUNS, () => tidesyncReplay(n, concurrency, heap));
     }
   }
   for (const concurrency of [1, 4, 6]) {
+    await measure({ id: `fetch.raw.latency${LATENCY_MS}.${LATENCY_N}.c${concurrency}`, sdk: "fetch()", what: `plain fetch, no storage (ceiling), server ${LATENCY_MS} ms away`, n: LATENCY_N, concurrency, unit: "requests/s" },
+      RUNS, () => rawFetch(LATENCY_N, concurrency, LATENCY_MS));
     await measure({ id: `tidesync.replay.latency${LATENCY_MS}.${LATENCY_N}.c${concurrency}`, sdk: "Tidesync", what: `replay, server ${LATENCY_MS} ms away`, n: LATENCY_N, concurrency, unit: "requests/s" },
       RUNS, () => tidesyncReplay(LATENCY_N, concurrency, false, LATENCY_MS));
   }
   if (selected("replication")) {
     const reference = await startTidesyncServer({ entityTypes: ["end_user"] });
     try {
-      await measure({ id: "replication.push.10000", sdk: "Tidesync", what: "put + sync(), reference server on SQLite", n: 10000, concurrency: null, unit: "mutations/s" },
-        LONG_RUNS, () => replicationPush(reference, 10000));
-      for (const n of [10000, 100000]) {
+      const pushN = sizes([10000])[0];
+      await measure({ id: `replication.push.${pushN}`, sdk: "Tidesync", what: "put + sync(), reference server on SQLite", n: pushN, concurrency: null, unit: "mutations/s" },
+        LONG_RUNS, () => replicationPush(reference, pushN));
+      for (const n of sizes([10000, 100000])) {
         if (!selected(`replication.pull.${n}`)) continue;
         const token = await seedTenant(reference, n);
         await measure({ id: `replication.pull.${n}`, sdk: "Tidesync", what: "pull into an empty client, reference server on SQLite", n, concurrency: null, unit: "records/s" },
@@ -336,15 +436,22 @@ try {
       await reference.close();
     }
   }
-  if (["live.latency.1", "live.latency.100", "live.latency.1000", "live.memory.per-stream"].some(selected)) {
-    results.push(...await liveRows({ openPage, log }));
+  const liveStreams = SMOKE ? [1, 3] : undefined;
+  if (["live.latency.", "live.memory.per-stream"].some(selected)) {
+    results.push(...await liveRows({ openPage, log, ...(SMOKE ? { samples: 3, streams: liveStreams } : {}) }));
   }
   if (WORKBOX) {
-    await workboxPair(LATENCY_N, RUNS, false, LATENCY_MS);
-    await measure({ id: "workbox.enqueue.sequential.1000", sdk: "Workbox", what: "enqueue, awaited one by one", n: 1000, concurrency: null, unit: "tasks/s" },
-      RUNS, () => workboxEnqueueSequential(1000));
-    await workboxPair(1000, RUNS, false);
-    await workboxPair(10000, LONG_RUNS, true);
+    for (const where of [WORKBOX_KINDS.sw, WORKBOX_KINDS.window]) {
+      await workboxPair(LATENCY_N, RUNS, false, LATENCY_MS, where);
+      for (const n of sizes([1000, 10000])) {
+        if (where === WORKBOX_KINDS.window && n >= 10000 && !SMOKE) continue; // the window's 10,000 runs below, with its heap
+        await measure({ id: `${where.prefix}.enqueue.sequential.${n}`, sdk: where.sdk, what: "enqueue, awaited one by one", n, concurrency: null, unit: "tasks/s" },
+          n >= 10000 ? LONG_RUNS : RUNS, () => workboxEnqueueSequential(n, where.page));
+      }
+      for (const n of sizes([1000, 10000])) {
+        await workboxPair(n, n >= 10000 ? LONG_RUNS : RUNS, where === WORKBOX_KINDS.window && n === sizes([10000])[0], 0, where);
+      }
+    }
   }
 } finally {
   await browser.close();
@@ -363,7 +470,7 @@ for (const file of ["tidesync_bg.wasm", "tidesync.js"]) {
 
 const heapOf = (id) => results.find((r) => r.id === id)?.medianSample;
 const memory = {};
-for (const [key, id] of [["tidesync", "tidesync.replay.10000.c4"], ["workbox", "workbox.replay.10000"]]) {
+for (const [key, id] of [["tidesync", `tidesync.replay.${sizes([10000])[0]}.c4`], ["workbox", `workbox.replay.${sizes([10000])[0]}`]]) {
   const s = heapOf(id);
   if (s?.peakJsHeapBytes) {
     memory[key] = { measurement: id, peakJsHeapBytes: s.peakJsHeapBytes, baselineJsHeapBytes: s.baselineJsHeapBytes, wasmMemoryBytes: s.wasmMemoryBytes ?? null };
@@ -372,9 +479,17 @@ for (const [key, id] of [["tidesync", "tidesync.replay.10000.c4"], ["workbox", "
 
 // ---------- output ----------
 
+const versionOf = (file) => {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")).version;
+  } catch {
+    return null;
+  }
+};
 const report = {
   date: new Date().toISOString(),
-  command: "npm run bench",
+  command: SMOKE ? "BENCH_SMOKE=1 bash scripts/bench.sh (npm test)" : "npm run bench",
+  smoke: SMOKE,
   commit,
   // pkg/ (a snapshot taken at the start) is measured as it is: built from
   // this commit, or from a work tree whose src/ differed from it (srcChanged).
@@ -384,15 +499,30 @@ const report = {
     runs: RUNS, longRuns: LONG_RUNS, payloadBytes: 64, latencyMs: LATENCY_MS,
     server: "bench/server.mjs on 127.0.0.1 (201 to every /api/* request; /api/latency-<ms>/ answered <ms> late)",
   },
-  workbox: WORKBOX ? { package: "workbox-background-sync", version: JSON.parse(readFileSync("bench/workbox/node_modules/workbox-background-sync/package.json", "utf8")).version, context: "window (self.registration shimmed as {})" } : null,
+  versions: {
+    tidesync: versionOf(join(pkgDir, "package.json")),
+    chromium: machine.chromium,
+    node: process.version,
+    playwrightCore: versionOf("node_modules/playwright-core/package.json"),
+    workboxBackgroundSync: WORKBOX ? versionOf("bench/workbox/node_modules/workbox-background-sync/package.json") : null,
+  },
+  workbox: WORKBOX ? {
+    package: "workbox-background-sync",
+    version: versionOf("bench/workbox/node_modules/workbox-background-sync/package.json"),
+    contexts: {
+      "workbox-sw": "module service worker (bench/pages/workbox-sw.js), real self.registration.sync",
+      workbox: "window (self.registration shimmed as {})",
+    },
+  } : null,
   results,
   memory,
   bundle,
   durationSeconds: Math.round((Date.now() - started) / 1000),
 };
 report.machine.loadAverageAtEnd = loadavg().map((l) => Math.round(l * 100) / 100);
+const resultsFile = SMOKE ? "bench/results/smoke.json" : "bench/results/latest.json";
 mkdirSync("bench/results", { recursive: true });
-writeFileSync("bench/results/latest.json", JSON.stringify(report, null, 2) + "\n");
+writeFileSync(resultsFile, JSON.stringify(report, null, 2) + "\n");
 
 const MiB = (b) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 const KiB = (b) => `${(b / 1024).toFixed(1)} KiB`;
@@ -406,6 +536,7 @@ for (const r of results) {
   if (s.averageRequestMs !== undefined) notes.push(`getMetrics().averageRequestMs ${s.averageRequestMs}`);
   if (s.peakJsHeapBytes) notes.push(`peak JS heap ${MiB(s.peakJsHeapBytes)} (from ${MiB(s.baselineJsHeapBytes)})`);
   if (s.wasmMemoryBytes) notes.push(`wasm memory ${MiB(s.wasmMemoryBytes)}`);
+  if (s.afterRegisteringMiB !== undefined) notes.push(`${s.afterRegisteringMiB} MiB in the page that registered them`);
   if (s.p95Ms !== undefined) notes.push(`p95 ${s.p95Ms} ms, max ${s.maxMs} ms; server RSS ${MiB(s.serverRssBytes)}`);
   if (s.perStreamBytes !== undefined) notes.push(`server RSS ${MiB(s.rssWithOneBytes)} with one stream`);
   rows.push([`${r.sdk} ${r.what}`, r.n.toLocaleString("en-US"), r.concurrency ?? "–", r.runs, r.median.toLocaleString("en-US"), r.unit, notes.join("; ")]);
@@ -418,7 +549,23 @@ const line = (row) => row.map((cell, c) => (c === 4 ? String(cell).padStart(widt
 console.log(line(rows[0]));
 console.log(widths.map((w) => "-".repeat(w)).join("  "));
 for (const row of rows.slice(1)) console.log(line(row));
-console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; load average ${machine.loadAverageAtStart[0]} at start, ${report.machine.loadAverageAtEnd[0]} at end; ${report.durationSeconds} s; bench/results/latest.json`);
+console.log(`\n${machine.cores} cores, ${machine.cpu}; Chromium ${machine.chromium}; load average ${machine.loadAverageAtStart[0]} at start, ${report.machine.loadAverageAtEnd[0]} at end; ${report.durationSeconds} s; ${resultsFile}`);
 if (machine.loadAverageAtStart[0] > machine.cores / 2) {
   console.log("note: the machine was busy when the bench started (1-minute load average above half the cores): other processes shared the CPU, so rates are lower and noisier than on a quiet machine");
+}
+
+// The smoke form guards the harness, never a speed: every row must have
+// produced a finite figure from real runs.
+if (SMOKE) {
+  const kinds = ["limit.idb.tick", "limit.idb.sequential", "tidesync.enqueue.tick", "tidesync.enqueue.sequential",
+    "tidesync.enqueue.behind-open-circuit", "tidesync.cold-start", "tidesync.memory.wasm", "tidesync.memory.js-heap",
+    "fetch.raw", "tidesync.replay", "replication.push", "replication.pull", "live.latency", "live.memory.per-stream",
+    "workbox-sw.enqueue.tick", "workbox-sw.enqueue.sequential", "workbox-sw.replay", "workbox.enqueue.tick", "workbox.replay"];
+  const broken = results.filter((r) => !Number.isFinite(r.median) || r.samples.length === 0 && !r.id.startsWith("live.memory"));
+  const missing = kinds.filter((kind) => !results.some((r) => r.id.startsWith(kind)));
+  if (broken.length || missing.length || ONLY) {
+    console.error(`[bench] smoke: ${broken.map((r) => `${r.id} gave no figure`).concat(missing.map((k) => `no ${k} row`), ONLY ? ["BENCH_ONLY is set"] : []).join("; ")}`);
+    process.exit(1);
+  }
+  console.error(`[bench] smoke: ${results.length} rows, every one with a figure`);
 }

@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 . scripts/env.sh
 bash scripts/build.sh
-cargo build --quiet -p tidesync-server
+# The same build as npm test's end-to-end layer (the hooks stay off unless
+# a server is started with --test-hooks), so the two never rebuild it in turn.
+cargo build --quiet -p tidesync-server --features test-hooks
 exec node tests/chaos/run.mjs "$@"

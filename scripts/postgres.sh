@@ -51,6 +51,15 @@ data_dir() {
 
 as_pg() { runuser -u postgres -- "$@"; }
 
+launch() {
+  local data=$1
+  log "starting PostgreSQL ($PGBIN) on 127.0.0.1:$PORT"
+  if ! as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+      -o "-p $PORT -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >&2; then
+    log "PostgreSQL did not start; its log:"; tail -n 50 "$data/server.log" >&2 || true; exit 1
+  fi
+}
+
 start() {
   ensure_installed
   local data; data=$(data_dir)
@@ -65,11 +74,7 @@ start() {
     as_pg "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
   fi
   rm -f "$data/postmaster.pid"
-  log "starting PostgreSQL ($PGBIN) on 127.0.0.1:$PORT"
-  if ! as_pg "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-      -o "-p $PORT -k $data -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >&2; then
-    log "PostgreSQL did not start; its log:"; tail -n 50 "$data/server.log" >&2 || true; exit 1
-  fi
+  launch "$data"
   as_pg "$PGBIN/psql" -h "$data" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >&2
   echo "export TIDESYNC_PGDATA='$data'"
@@ -85,8 +90,37 @@ stop() {
   fi
 }
 
+# The chaos run's database faults: `crash` stops the server at once
+# (immediate mode: no checkpoint, crash recovery at the next start, every
+# connection cut), `resume` starts it again on the same data, database kept.
+crash() {
+  ensure_installed
+  local data; data=$(data_dir)
+  as_pg "$PGBIN/pg_ctl" -D "$data" -m immediate -w stop >/dev/null && log "crashed (immediate stop)"
+}
+
+resume() {
+  ensure_installed
+  local data; data=$(data_dir)
+  rm -f "$data/postmaster.pid"
+  launch "$data"
+}
+
+# Commits of the test database wait for their WAL again (the cluster runs
+# with synchronous_commit=off for speed, which loses the last commits at a
+# crash: acknowledged pushes gone). The chaos run's `crash` needs this.
+durable() {
+  ensure_installed
+  local data; data=$(data_dir)
+  as_pg "$PGBIN/psql" -h "$data" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
+    -c "ALTER DATABASE $DB SET synchronous_commit = on" >&2
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  crash) crash ;;
+  resume) resume ;;
+  durable) durable ;;
+  *) echo "usage: $0 start|stop|crash|resume|durable" >&2; exit 2 ;;
 esac

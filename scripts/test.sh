@@ -3,7 +3,9 @@
 #   1. native: cargo fmt --check, clippy (native and wasm32), cargo test
 #   2. browser: wasm-bindgen-test suites in headless Chromium (real IndexedDB)
 #   3. server: the push/pull server against SQLite and PostgreSQL
-#   4. end to end: Playwright (playwright-core) against pages on 127.0.0.1
+#   4. end to end: Playwright (playwright-core) against pages on 127.0.0.1,
+#      then the quick chaos run (tests/chaos/run.mjs --quick) and the
+#      bench's smoke form (bench/run.mjs with BENCH_SMOKE=1)
 # Each layer prints its runner's summary; the script stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +50,14 @@ eval "$(bash scripts/postgres.sh start)"
 TIDESYNC_E2E_DATABASE_URL=$TIDESYNC_TEST_DATABASE_URL node --test --test-concurrency=1 tests/e2e/
 bash scripts/postgres.sh stop
 trap - EXIT
+
+layer "chaos: the quick reliability run (about 1,000 operations, a fresh seed)"
+# Faults, reloads, crashes and a service worker against the same server
+# build; prints its seed first (replay: node tests/chaos/run.mjs --quick
+# --seed N) and one summary line last, and fails on any violation.
+node tests/chaos/run.mjs --quick
+
+layer "bench: smoke form"
+# The bench's smoke form (every row at 200 items, once): it asserts no speed,
+# only that every row still produces a figure, so the bench cannot rot.
+BENCH_SMOKE=1 bash scripts/bench.sh

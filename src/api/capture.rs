@@ -124,9 +124,10 @@ impl CaptureOptions {
                 let _ = Reflect::set(regexp, &"lastIndex".into(), &JsValue::from(0));
                 global::call(regexp, "test", &[JsValue::from_str(url)])?.is_truthy()
             }
-            Some(Matcher::Predicate(function)) => {
-                function.call1(&JsValue::NULL, request)?.is_truthy()
-            }
+            Some(Matcher::Predicate(function)) => function
+                .call1(&JsValue::NULL, request)
+                .map_err(|e| invalid(format!("`options.match` threw: {}", input::thrown(&e))))?
+                .is_truthy(),
         })
     }
 }

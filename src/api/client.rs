@@ -210,7 +210,7 @@ impl SyncClient {
             if inner.auto_flush && global::navigator_online() {
                 schedule_flush(&inner);
             }
-            to_js_value(&stored)
+            input::to_js_json(&stored)
         })
     }
 
@@ -402,7 +402,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = setToken)]
     pub fn set_token(
         &self,
-        #[wasm_bindgen(unchecked_param_type = "string | null")] token: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] token: JsValue,
     ) -> Result<(), JsValue> {
         guard::check()?;
         let token = match input::present(token) {
@@ -452,7 +452,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = requestBackgroundSync, unchecked_return_type = "Promise<boolean>")]
     pub fn request_background_sync(
         &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
     ) -> Promise {
         guard::promise(async move {
             let tag = sync_tag(tag)?.unwrap_or_else(|| "tidesync".into());
@@ -478,7 +478,7 @@ impl SyncClient {
     #[wasm_bindgen(js_name = handleSyncEvent, unchecked_return_type = "Promise<FlushReport>")]
     pub fn handle_sync_event(
         &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "string")] tag: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] tag: JsValue,
     ) -> Promise {
         let inner = self.inner.clone();
         guard::promise(async move {

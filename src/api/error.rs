@@ -47,7 +47,7 @@ impl ApiError {
                 " Free space (discard failed tasks, clear old records) or call navigator.storage.persist(); nothing of this write was kept."
             }
             ApiError::Store(StoreError::Unavailable(_)) => {
-                " IndexedDB is unavailable here (private mode, blocked by another tab's upgrade, or disabled)."
+                " IndexedDB is unavailable here (private mode, blocked by another tab's upgrade, or disabled), or the database was deleted under the client: it is opened again on the next call."
             }
             _ => "",
         }

@@ -209,7 +209,12 @@ pub fn kind(value: &JsValue) -> String {
         return format!("{b}");
     }
     if let Some(n) = value.as_f64() {
-        return format!("the number {n}");
+        return match n {
+            n if n.is_nan() => "NaN".into(),
+            n if n.is_infinite() && n > 0.0 => "Infinity".into(),
+            n if n.is_infinite() => "-Infinity".into(),
+            n => format!("the number {n}"),
+        };
     }
     if let Some(s) = value.as_string() {
         return format!("the string {:?}", shorten(&s, 40));
@@ -360,8 +365,9 @@ impl Walk {
                 "refers back to `{outer}` (a cyclic value); JSON cannot hold cycles"
             )));
         }
-        let field = self.path();
-        if is_array(value, &field, self.invalid)? {
+        let array = array_is_array(value)
+            .map_err(|e| self.fail(&format!("could not be inspected: {}", thrown(&e))))?;
+        if array {
             self.ancestors.push(value.clone());
             let result = self.array(value);
             self.ancestors.pop();
@@ -386,8 +392,14 @@ impl Walk {
 
     fn number(&self, n: f64) -> Result<Value, ApiError> {
         if !n.is_finite() {
+            // As JavaScript spells them (Rust prints `inf`).
+            let spelled = match n {
+                n if n.is_nan() => "NaN",
+                n if n > 0.0 => "Infinity",
+                _ => "-Infinity",
+            };
             return Err(self.fail(&format!(
-                "is {n}, which JSON cannot hold; use null or a finite number"
+                "is {spelled}, which JSON cannot hold; use null or a finite number"
             )));
         }
         // Integers stay integers (as serde_json reads them back).
@@ -398,12 +410,23 @@ impl Walk {
         Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
     }
 
+    /// The object's own keys; paths are formatted only for an error.
+    fn keys(&self, value: &JsValue) -> Result<Vec<String>, ApiError> {
+        let keys = object_keys(value).map_err(|e| {
+            self.fail(&format!(
+                "threw when its fields were listed: {}",
+                thrown(&e)
+            ))
+        })?;
+        Ok(keys.iter().filter_map(|k| k.as_string()).collect())
+    }
+
     fn array(&mut self, value: &JsValue) -> Result<Value, ApiError> {
-        let field = self.path();
-        let length = get(value, "length", &field, self.invalid)?
+        let length = js_sys::Reflect::get(value, &JsValue::from_str("length"))
+            .map_err(|e| self.fail(&format!("threw when read: {}", thrown(&e))))?
             .as_f64()
             .unwrap_or(0.0);
-        let present = keys(value, &field, self.invalid)?;
+        let present = self.keys(value)?;
         // Only indexes are keys of a plain array; fewer keys than `length`
         // means holes, which JSON.stringify would turn into null.
         if (present.len() as f64) < length {
@@ -423,9 +446,8 @@ impl Walk {
     }
 
     fn object(&mut self, value: &JsValue) -> Result<Value, ApiError> {
-        let field = self.path();
         let mut out = Map::new();
-        for key in keys(value, &field, self.invalid)? {
+        for key in self.keys(value)? {
             self.path.push(Step::Key(key.clone()));
             let result = self.field(value, &key);
             self.path.pop();
@@ -488,4 +510,20 @@ pub fn copy_fields(object: &JsValue, field: &str, invalid: Invalid) -> Result<Js
         let _ = js_sys::Reflect::set(&copy, &JsValue::from_str(&key), &value);
     }
     Ok(copy.into())
+}
+
+/// JSON handed back to JavaScript (records, task bodies): like the store's
+/// conversion, except that `null` stays `null` (serde-wasm-bindgen writes
+/// unit as `undefined`, which turned `{ a: null }` into `{ a: undefined }`
+/// on the way out).
+pub fn to_js_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(
+            &serde_wasm_bindgen::Serializer::new()
+                .serialize_maps_as_objects(true)
+                .serialize_missing_as_null(true),
+        )
+        .map_err(|e| {
+            ApiError::InvalidRecord(format!("a value could not be handed back: {e}")).into()
+        })
 }

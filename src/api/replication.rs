@@ -44,7 +44,7 @@ impl ConflictResolver for JsResolver {
         let Some(callback) = &self.0 else {
             return Err("no onConflict callback".into());
         };
-        let to_js = |v: &Value| crate::store::idb::to_js(v).map_err(|e| e.to_string());
+        let to_js = |v: &Value| input::to_js_json(v).map_err(|e| input::thrown(&e));
         let returned = callback
             .call2(&JsValue::NULL, &to_js(local)?, &to_js(remote)?)
             .map_err(|e| format!("onConflict threw: {}", describe(&e)))?;
@@ -127,7 +127,7 @@ fn record_id(value: &JsValue) -> Result<String, JsValue> {
 }
 
 fn view(record: &crate::engine::replication::LocalRecord) -> Result<JsValue, JsValue> {
-    to_js_value(&record.view())
+    input::to_js_json(&record.view())
 }
 
 #[wasm_bindgen]
@@ -217,7 +217,7 @@ impl SyncClient {
                 .await
                 .map_err(replication_error)?;
             let views: Vec<Value> = records.iter().map(|r| r.view()).collect();
-            to_js_value(&views)
+            input::to_js_json(&views)
         })
     }
 

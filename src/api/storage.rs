@@ -50,9 +50,10 @@ fn watch(inner: &Rc<Inner>) {
     });
 }
 
-/// The browser closed the database's connections: open it again; if it
-/// came back empty, the engine writes back the queue it holds and reports
-/// the loss.
+/// The database was taken away (its connection closed by the browser,
+/// deleted by a script, or found empty by the store's own reopen): open it
+/// again; if it came back empty, the engine writes back the queue it holds
+/// and reports the loss.
 async fn recover(inner: Rc<Inner>) {
     if inner.ensure_open().is_err() {
         return;
@@ -76,6 +77,18 @@ async fn recover(inner: Rc<Inner>) {
         let message =
             format!("the database was closed by the browser and could not be restored: {error}");
         inner.events.logger().error(&message, None);
+        // The store reopens the database on the next call, and reports a
+        // loss it finds then: listen again, a little later (no busy loop
+        // while the browser keeps refusing).
+        let weak = Rc::downgrade(&inner);
+        gloo_timers::callback::Timeout::new(1_000, move || {
+            if let Some(inner) = weak.upgrade() {
+                if inner.ensure_open().is_ok() {
+                    watch(&inner);
+                }
+            }
+        })
+        .forget();
         return;
     }
     marker::remember(inner.name());

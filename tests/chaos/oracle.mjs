@@ -6,9 +6,10 @@
 //
 // What must hold (issue 11):
 //  - every `register` whose promise resolved reached the endpoint;
-//  - a request delivered more than once only after a lost answer (or a crash
-//    of its device, which loses an answer too), always with the same
-//    Idempotency-Key;
+//  - a request delivered more than once only after a lost answer (never
+//    written to the browser, written after the client gave up on it, or a
+//    crash of its device), always with the same Idempotency-Key; never once
+//    a client has acted on an answer (its completion names the delivery);
 //  - no mutation applied twice on the server (by mutation id, or the same
 //    edit under two mutation ids);
 //  - every device's records equal the server's (hence each other's);
@@ -19,12 +20,30 @@
 /** Slack for comparing edit times taken on one machine's clock (ms). */
 const CLOCK_SLACK = 2;
 
-export function judge({ ledger, proxy, devices, server, kills }) {
+/** Error classes of a failed attempt that got no usable answer. */
+const NO_ANSWER = new Set(["timeout", "network", "unconfirmed"]);
+/** How far (ms) a client's give-up may lie outside the two deliveries it explains (clocks of one machine, a busy event loop). */
+const GIVE_UP_SLACK = 2000;
+/** How late (ms) the runner may hear of a worker stop or a tab crash it did not order. */
+const OBSERVED_SLACK = 1000;
+
+/**
+ * How long before `at` (ms) something the proxy read at `at` may have
+ * arrived: the longest stall of its event loop near `at` (a 20 ms ticker
+ * records them), at least one tick.
+ */
+export function lagAround(stalls, at) {
+  return stalls.filter((s) => s.at >= at - 100 && s.at - s.ms <= at + 100)
+    .reduce((max, s) => Math.max(max, s.ms), 20);
+}
+
+export function judge({ ledger, proxy, devices, server, kills, traces = new Map(), requestTimeout = 1500 }) {
   const violations = [];
   const violation = (kind, detail) => violations.push({ kind, ...detail });
   const duplicates = {};
   const countDuplicate = (kind) => { duplicates[kind] = (duplicates[kind] ?? 0) + 1; };
   let lost = 0;
+  const ambiguous = [];
   let diverged = 0;
   let stuck = 0;
   let stale = 0;
@@ -37,6 +56,31 @@ export function judge({ ledger, proxy, devices, server, kills }) {
     byOpId.get(d.opId).push(d);
   }
   const killsOf = (device) => kills.filter((k) => k.device === device);
+  // What the clients heard: the proxy's answer body names its delivery, and
+  // every client of a database hears every plain task's completion (relayed
+  // across realms), so `heard` says exactly which delivery's answer a device
+  // acted on. Failures (retries, dead letters) are heard only where they
+  // happened.
+  const heard = new Map(); // task id → delivery numbers completed
+  const heardAt = new Map(); // delivery number → when a client first acted on it
+  const failures = new Map(); // task id → [{at, class, actor}] of attempts that got no answer
+  const endings = new Map(); // task id → every retry and dead letter
+  for (const [id, entries] of traces ?? []) {
+    for (const e of entries) {
+      if (e.event === "complete" && e.delivery != null) {
+        if (!heard.has(id)) heard.set(id, new Set());
+        heard.get(id).add(e.delivery);
+        heardAt.set(e.delivery, Math.min(heardAt.get(e.delivery) ?? Infinity, e.at));
+      } else if (e.event === "retry" || e.event === "failed") {
+        if (!endings.has(id)) endings.set(id, []);
+        endings.get(id).push(e);
+        if (NO_ANSWER.has(e.class)) {
+          if (!failures.has(id)) failures.set(id, []);
+          failures.get(id).push(e);
+        }
+      }
+    }
+  }
   for (const [opId, deliveries] of byOpId) {
     const issued = ledger.ops.get(opId);
     if (!issued || issued.op.kind !== "register") {
@@ -45,19 +89,60 @@ export function judge({ ledger, proxy, devices, server, kills }) {
     }
     const keys = new Set(deliveries.map((d) => d.key));
     if (keys.size > 1) violation("idempotency-key-changed", { opId, keys: [...keys] });
+    const taskId = `t:${opId}`;
+    const completed = heard.get(taskId) ?? new Set();
     for (let i = 1; i < deliveries.length; i++) {
       const before = deliveries[i - 1];
-      // Lost: never written to the browser, or still held back (a late
-      // answer) when the client gave up and sent the request again.
-      if (before.answered !== true || before.answeredAt > deliveries[i].at) {
+      const again = deliveries[i];
+      // The realm that sent `before` (from its Referer), when known.
+      const sender = (actor) => !before.realm || actor === before.realm;
+      const gaveUp = (failures.get(taskId) ?? []).some((f) => sender(f.actor)
+        && f.at >= before.at - requestTimeout - GIVE_UP_SLACK && f.at <= again.at + GIVE_UP_SLACK);
+      // An observed death (reported after the fact) may be reported a
+      // little after the redelivery it explains.
+      const killed = killsOf(issued.device).some((k) => sender(k.actor)
+        && k.at <= again.at + (k.observed ? OBSERVED_SLACK : 0) && (k.doneAt ?? k.at) >= before.at - 50);
+      const acted = deliveries.slice(0, i).filter((d) => completed.has(d.n));
+      // When the proxy read `again`, at the latest; it may have arrived
+      // earlier by as long as the proxy's event loop was stalled then.
+      const lag = lagAround(proxy.stalls ?? [], again.at);
+      const actedAt = Math.min(...acted.map((d) => heardAt.get(d.n)));
+      // Every attempt ends in one outcome where it ran (a retry, a
+      // completion naming its delivery, a dead letter): an attempt made
+      // after the completion shows as a second completed delivery or as a
+      // failure after it, whatever the proxy's clock says.
+      const attemptedAfter = completed.size > 1
+        || (endings.get(taskId) ?? []).some((f) => f.at > actedAt);
+      if (acted.length && (attemptedAfter || again.at - lag > actedAt)) {
+        // A client acted on an earlier answer (its task completed), and
+        // then the request went out again: what must never happen.
+        countDuplicate("outbox-after-answer-heard");
+        violation("duplicate-after-answer", { opId, device: issued.device, first: before, again, heard: [...completed], actedAt, lag, deliveries });
+      } else if (acted.length) {
+        // Read after the completion, but during a stall of the proxy long
+        // enough that the browser may have sent it before: an earlier
+        // attempt, given up, whose bytes were read late. Not a violation,
+        // but counted and listed in the report.
+        countDuplicate("outbox-read-late-after-answer");
+        ambiguous.push({ opId, first: before, again, actedAt, lag });
+      } else if (before.answered !== true || before.answeredAt > again.at) {
+        // Lost: never written to the browser, or still held back (a late
+        // answer) when the client gave up and sent the request again.
         countDuplicate("outbox-after-lost-answer");
-      } else if (killsOf(issued.device).some((k) => k.at >= before.at - 50 && k.at <= deliveries[i].at)) {
+      } else if (gaveUp) {
+        // Written by the proxy, but the client had given up on that attempt
+        // (its timeout ran from fetch(), queueing in the browser included,
+        // so it can end before the proxy even reads the request): the
+        // client's retry event says so. A lost answer too.
+        countDuplicate("outbox-after-client-gave-up");
+      } else if (killed) {
         // The answer reached the browser, but the tab or worker holding it
-        // died before it could record it: a lost answer too.
+        // was being killed (reload, close, crash, worker stop) and died
+        // before it could record it: a lost answer too.
         countDuplicate("outbox-after-crash");
       } else {
         countDuplicate("outbox-unexplained");
-        violation("duplicate-after-answer", { opId, device: issued.device, first: before, again: deliveries[i] });
+        violation("duplicate-unexplained", { opId, device: issued.device, first: before, again });
       }
     }
   }
@@ -127,7 +212,11 @@ export function judge({ ledger, proxy, devices, server, kills }) {
     }
   }
   for (const [key, times] of appliedById) {
-    if (times > 1) violation("mutation-applied-twice", { mutation: key, times });
+    if (times > 1) {
+      const pushes = proxy.pushes.filter((p) => `${p.clientId}/${p.mutationId}` === key)
+        .map(({ device, upstream, fate, at, status, version, answered }) => ({ device, upstream, fate, at, status, version, answered }));
+      violation("mutation-applied-twice", { mutation: key, times, pushes, kills: kills.filter((k) => k.device === "*") });
+    }
   }
   for (const [v, ids] of appliedByValue) {
     if (ids.size > 1) {
@@ -227,6 +316,7 @@ export function judge({ ledger, proxy, devices, server, kills }) {
 
   return {
     violations,
+    ambiguous,
     figures: {
       operations: ledger.ops.size,
       confirmed: [...ledger.ops.values()].filter((o) => o.result?.ok).length,

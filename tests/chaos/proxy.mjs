@@ -67,6 +67,18 @@ export async function startFaultProxy({
   weights = DEFAULT_WEIGHTS, darkStretches = true,
 } = {}) {
   const startedAt = Date.now();
+  // The proxy shares the runner's event loop, which a busy machine stalls
+  // for hundreds of ms: a request read after a stall may have been sent by
+  // the browser any time during it. A 20 ms ticker records every stall, so
+  // the oracle knows how uncertain each arrival time is (lagAround).
+  const stalls = [];
+  let lastTick = Date.now();
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    if (now - lastTick > 40) stalls.push({ at: now, ms: now - lastTick });
+    lastTick = now;
+  }, 20);
+  ticker.unref?.();
   const agent = new Agent({ keepAlive: true, maxSockets: 64 });
   const windows = darkStretches ? darkWindows(seed) : [];
   const upstreams = new Map(devices.map((d) => [d, typeof upstream === "string" ? upstream : upstream?.[d]]));
@@ -79,8 +91,12 @@ export async function startFaultProxy({
     pushes: [],
     requests: 0,
     upstreamDown: 0,
+    /** Answers of the server itself (not injected) with status 500 and up, by status. */
+    upstreamErrors: {},
     /** Called with {device, path} once a push is on its way upstream. */
     onPushForwarded: null,
+    /** Stalls of the proxy's event loop: {at: when it ended, ms: how long}. */
+    stalls,
   };
 
   const darkUntil = (now) => {
@@ -164,20 +180,32 @@ export async function startFaultProxy({
     }
   }
 
+  /** The actor (tab or worker) whose page sent `req`: its Referer carries the page's config. */
+  function senderOf(req) {
+    try {
+      return JSON.parse(new URL(req.headers.referer).searchParams.get("config")).actor ?? null;
+    } catch {
+      return null;
+    }
+  }
+
   function outboxAnswer(device, path, body, req) {
     let parsed = null;
     try { parsed = JSON.parse(body.toString("utf8")); } catch { /* not JSON */ }
     const delivery = {
       device, path, opId: parsed?.opId ?? null, key: req.headers["idempotency-key"] ?? null,
-      at: Date.now(), answered: null,
+      at: Date.now(), answered: null, n: state.deliveries.length + 1, realm: senderOf(req),
     };
     state.deliveries.push(delivery);
     const poison = path.startsWith("/api/outbox/poison/");
     const status = poison ? 422 : 201;
     const json = poison
       ? { error: "poison: this endpoint refuses the request for good", opId: delivery.opId }
-      : { ok: true, opId: delivery.opId, delivery: state.deliveries.length };
-    return { delivery, answer: { status, headers: { "content-type": "application/json" }, body: Buffer.from(JSON.stringify(json)) } };
+      : { ok: true, opId: delivery.opId, delivery: delivery.n };
+    // The delivery's number goes in the ETag as well (a header the client
+    // keeps), so that a completion names it even when the body is cut.
+    const headers = { "content-type": "application/json", etag: `"delivery-${delivery.n}"` };
+    return { delivery, answer: { status, headers, body: Buffer.from(JSON.stringify(json)) } };
   }
 
   function recordPush(device, requestBody, upstreamAnswer, fate) {
@@ -190,7 +218,7 @@ export async function startFaultProxy({
     for (const m of request?.mutations ?? []) {
       const result = results.get(m.mutationId);
       const entry = {
-        device, fate, at: Date.now(), clientId: request.clientId, mutationId: m.mutationId,
+        device, upstream: upstreams.get(device), fate, at: Date.now(), clientId: request.clientId, mutationId: m.mutationId,
         entityType: m.entityType, id: m.id, op: m.op, v: m.data?.v ?? null, baseVersion: m.baseVersion,
         clientTimestamp: m.clientTimestamp, status: result?.status ?? (upstreamAnswer ? `http-${upstreamAnswer.status}` : "no-answer"),
         winner: result?.winner ?? null, version: result?.record?.version ?? null, answered: null,
@@ -261,6 +289,9 @@ export async function startFaultProxy({
         const json = { success: false, error: { code: "upstream", message: `upstream unreachable: ${error.code ?? error.message}` } };
         return { status: 502, headers: { "content-type": "application/json" }, body: Buffer.from(JSON.stringify(json)) };
       }
+      if (upstreamAnswer.status >= 500) {
+        state.upstreamErrors[upstreamAnswer.status] = (state.upstreamErrors[upstreamAnswer.status] ?? 0) + 1;
+      }
       if (isPush) entries = recordPush(device, body, upstreamAnswer, fate);
       return upstreamAnswer;
     });
@@ -294,6 +325,7 @@ export async function startFaultProxy({
     /** Points a device at another server (after a restart, or a second server). */
     setUpstream(device, url) { upstreams.set(device, url); },
     close: async () => {
+      clearInterval(ticker);
       agent.destroy();
       await Promise.all([...listeners.values()].map((s) => new Promise((ok) => { s.closeAllConnections?.(); s.close(ok); })));
     },

@@ -10,11 +10,16 @@
 //   npm run chaos -- --seed 123 --ops 3000
 //   npm run chaos -- --server-kills       SIGKILL the server during pushes, restart it on its database
 //   npm run chaos -- --servers 2 --postgres postgres://…   two servers over one PostgreSQL
+//   npm run chaos -- --postgres "$TIDESYNC_TEST_DATABASE_URL" --pg-restarts
+//                                         crash and restart PostgreSQL mid-run (after
+//                                         eval "$(bash scripts/postgres.sh start)")
 //
 // Prints the seed first and one summary line last; exits 1 on any violation.
 // A JSON report with every violation goes to target/chaos/report-<seed>.json.
 import { chromium } from "playwright-core";
 import { mkdirSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { startFaultProxy, FAULT_KINDS } from "./proxy.mjs";
 import { startPageServer, referenceServers, serverSnapshot } from "./servers.mjs";
 import { writeScripts, nextDeviceEvent, deviceEvents, ENTITY_TYPES } from "./script.mjs";
@@ -40,7 +45,7 @@ function withTimeout(promise, ms, label) {
 
 export function parseArgs(argv) {
   const options = {
-    seed: null, ops: 20000, devices: 3, tabs: 2, requestTimeout: 1500, serverKills: false,
+    seed: null, ops: 20000, devices: 3, tabs: 2, requestTimeout: 1500, serverKills: false, pgRestarts: false,
     servers: 1, postgres: null, faults: true, quiesceSeconds: 120, verbose: false, report: true,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -58,6 +63,7 @@ export function parseArgs(argv) {
       case "--tabs": options.tabs = Number(value()); break;
       case "--timeout": options.requestTimeout = Number(value()); break;
       case "--server-kills": options.serverKills = true; break;
+      case "--pg-restarts": options.pgRestarts = true; break;
       case "--servers": options.servers = Number(value()); break;
       case "--postgres": options.postgres = value(); break;
       case "--no-faults": options.faults = false; break;
@@ -69,6 +75,9 @@ export function parseArgs(argv) {
   }
   if (!Number.isInteger(options.ops) || options.ops < 1) throw new Error("--ops must be a positive integer");
   if (options.servers > 1 && !options.postgres) throw new Error("--servers 2 needs --postgres <url>: one database for both");
+  if (options.pgRestarts && (!options.postgres || !process.env.TIDESYNC_PGDATA)) {
+    throw new Error("--pg-restarts needs --postgres <url> of the cluster scripts/postgres.sh started (eval \"$(bash scripts/postgres.sh start)\" exports TIDESYNC_PGDATA)");
+  }
   return options;
 }
 
@@ -114,11 +123,27 @@ class Device {
   async start(browser) {
     this.context = await browser.newContext();
     await this.context.exposeBinding("__chaosReport", (_source, entry) => this.run.ledger.result(entry));
+    await this.context.exposeBinding("__chaosTrace", (_source, entry) => this.run.trace(this.name, entry));
     this.control = await this.context.newPage();
     this.cdp = await this.context.newCDPSession(this.control);
     this.registrations = new Map();
     this.cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
       for (const r of registrations) this.registrations.set(r.scopeURL, r);
+    });
+    // The worker also dies when Chromium stops it or when a renderer it
+    // shares is crashed (a tab's Page.crash can take the worker with it):
+    // every stop of a running worker is a kill, observed as it is reported.
+    const workerStatus = new Map();
+    this.cdp.on("ServiceWorker.workerVersionUpdated", ({ versions }) => {
+      for (const v of versions) {
+        const before = workerStatus.get(v.versionId);
+        workerStatus.set(v.versionId, v.runningStatus);
+        if (before === "running" && v.runningStatus !== "running") {
+          const now = Date.now();
+          this.run.kills.push({ device: this.name, actor: `${this.name}/sw`, kind: "sw-stopped", at: now, doneAt: now, observed: true });
+          this.run.counts.workerStops++;
+        }
+      }
     });
     await this.cdp.send("ServiceWorker.enable");
     for (let t = 1; t <= this.run.options.tabs; t++) {
@@ -136,7 +161,14 @@ class Device {
     slot.ready = (async () => {
       for (let attempt = 1; ; attempt++) {
         const page = existing ?? await this.context.newPage();
-        if (!existing) page.on("pageerror", (e) => this.run.log(`[${this.name}/t${t}] page error: ${e.message}`));
+        if (!existing) {
+          page.on("pageerror", (e) => this.run.log(`[${this.name}/t${t}] page error: ${e.message}`));
+          // A crash of another tab's renderer can take this one too.
+          page.on("crash", () => {
+            const now = Date.now();
+            this.run.kills.push({ device: this.name, actor: `${this.name}/t${t}`, kind: "tab-crashed", at: now, doneAt: now, observed: true });
+          });
+        }
         existing = null;
         slot.page = page;
         try {
@@ -153,7 +185,11 @@ class Device {
           this.run.note("open-failed", `${this.name}/t${t}: ${error.message.split("\n")[0]}`);
         }
         if (attempt >= 5) throw new Error(`${this.name}/t${t} could not open its client 5 times`);
+        // Its client may be running (a slow open): closing it is a kill.
+        const kill = { device: this.name, actor: `${this.name}/t${t}`, kind: "reopen", at: Date.now(), doneAt: Infinity };
+        this.run.kills.push(kill);
         await page.close().catch(() => {});
+        kill.doneAt = Date.now();
         await sleep(500);
       }
     })();
@@ -240,9 +276,13 @@ async function deviceEvent(run, device, event, slot, origin) {
       // Start a flush, then kill the tab while it runs.
       await page.evaluate(() => { window.chaos.client.flush().catch(() => {}); }).catch(() => {});
       await sleep(event.midFlushMs);
-      run.kills.push({ device: device.name, actor: `${device.name}/t${event.tab}`, kind: event.kind, at: Date.now() });
+      // A kill lasts from the order until the old page is surely gone (a
+      // reload's old document lives until the new one commits): a request
+      // sent meanwhile may be answered and never recorded.
+      const kill = { device: device.name, actor: `${device.name}/t${event.tab}`, kind: event.kind, at: Date.now(), doneAt: Infinity };
+      run.kills.push(kill);
       if (event.kind === "reload") {
-        await device.openTab(event.tab, page);
+        await device.openTab(event.tab, page).finally(() => { kill.doneAt = Date.now(); });
       } else {
         if (event.kind === "crash") {
           // Page.crash never answers (its target is gone): wait for the crash instead.
@@ -251,7 +291,7 @@ async function deviceEvent(run, device, event, slot, origin) {
           cdp.send("Page.crash").catch(() => {});
           await crashed;
         }
-        const closing = page.close().catch(() => {});
+        const closing = page.close().catch(() => {}).finally(() => { kill.doneAt = Date.now(); });
         slot.ready = closing.then(() => sleep(event.reopenMs)).then(() => device.openTab(event.tab));
         await slot.ready;
       }
@@ -265,8 +305,9 @@ async function deviceEvent(run, device, event, slot, origin) {
       break;
     }
     case "sw-stop":
-      run.kills.push({ device: device.name, actor: `${device.name}/sw`, kind: event.kind, at: Date.now() });
-      await device.cdp.send("ServiceWorker.stopAllWorkers");
+      const kill = { device: device.name, actor: `${device.name}/sw`, kind: event.kind, at: Date.now(), doneAt: Infinity };
+      run.kills.push(kill);
+      await device.cdp.send("ServiceWorker.stopAllWorkers").finally(() => { kill.doneAt = Date.now(); });
       device.signalSwStop();
       device.resetSwStop();
       break;
@@ -288,13 +329,41 @@ function armServerKills(run) {
       await sleep(rng.int(0, 5)); // while the push is in the server's hands
       await victim.kill();
       run.counts.serverKills++;
-      run.kills.push({ device: "*", actor: `server${index}`, kind: "server-kill", at: Date.now() });
+      run.kills.push({ device: "*", actor: `server${index}`, kind: "server-kill", at: Date.now(), doneAt: Date.now() });
       await sleep(rng.int(100, 1500));
       const restarted = await run.servers.start(`server ${index} (restart ${run.counts.serverKills})`);
       run.serverProcs[index] = restarted;
       for (const [d, i] of run.upstreamOf) if (i === index) run.proxy.setUpstream(d, restarted.url);
     })().catch((error) => run.note("server-restart-failed", error.message)).finally(() => { busy = false; });
   };
+}
+
+/**
+ * Crashes PostgreSQL (immediate stop: every connection cut, crash recovery
+ * at the next start) every 8–20 s (seeded) while operations run, and starts
+ * it again on the same data 0.3–3 s later. Resolves once the operations are
+ * done and the database is up.
+ */
+async function runPostgresRestarts(run) {
+  const rng = stream(run.seed, "pg-restarts");
+  const postgres = (command) => new Promise((resolve, reject) => {
+    execFile("bash", ["scripts/postgres.sh", command], (error, _stdout, stderr) => {
+      if (error) reject(new Error(`postgres.sh ${command}: ${stderr || error.message}`));
+      else resolve();
+    });
+  });
+  while (!run.opsDone) {
+    const until = Date.now() + rng.int(8000, 20000);
+    while (!run.opsDone && Date.now() < until) await sleep(100);
+    if (run.opsDone) return;
+    const at = Date.now();
+    await postgres("crash");
+    run.counts.pgRestarts++;
+    await sleep(rng.int(300, 3000));
+    await postgres("resume");
+    run.kills.push({ device: "*", actor: "postgres", kind: "pg-restart", at, doneAt: Date.now() });
+    run.log(`[event] PostgreSQL restarted (${Date.now() - at} ms down)`);
+  }
 }
 
 /** Every device's database, statuses and records, read after quiescence. */
@@ -362,13 +431,28 @@ export async function runChaos(options) {
   const started = Date.now();
   const run = {
     options, seed, ledger: makeLedger(), kills: [], opsDone: false, notes: [],
-    counts: { interruptedChunks: 0, events: {}, serverKills: 0 },
+    counts: { interruptedChunks: 0, events: {}, serverKills: 0, workerStops: 0, pgRestarts: 0 },
     log: (line) => { if (options.verbose) console.log(line); },
+    /** Outcomes of plain tasks as each realm heard them (see traceOutcomes), by task id. */
+    traces: new Map(),
+    traceSeen: new Set(),
+    trace(device, entry) {
+      const key = JSON.stringify(entry);
+      if (this.traceSeen.has(key)) return; // the worker's entries reach every tab
+      this.traceSeen.add(key);
+      const list = this.traces.get(entry.id) ?? [];
+      list.push({ device, ...entry });
+      this.traces.set(entry.id, list);
+    },
     note(kind, detail) { this.notes.push({ kind, detail, at: Date.now() - started }); this.log(`[${kind}] ${detail}`); },
   };
   const devices = Array.from({ length: options.devices }, (_, i) => `d${i + 1}`);
-  console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.faults ? "" : " no-faults"}`);
-  console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers} --postgres <url>` : ""}`);
+  // The proxy shares this process's event loop with the runner: how late it
+  // got to a request tells how stale its timestamps can be.
+  const loopDelay = monitorEventLoopDelay({ resolution: 20 });
+  loopDelay.enable();
+  console.log(`chaos: seed=${seed} ops=${options.ops} devices=${options.devices}x${options.tabs} tabs+sw servers=${options.servers}${options.postgres ? " (PostgreSQL)" : " (SQLite)"}${options.serverKills ? " server-kills" : ""}${options.pgRestarts ? " pg-restarts" : ""}${options.faults ? "" : " no-faults"}`);
+  console.log(`chaos: replay with: npm run chaos -- --seed ${seed} --ops ${options.ops}${options.serverKills ? " --server-kills" : ""}${options.servers > 1 ? ` --servers ${options.servers}` : ""}${options.postgres ? " --postgres <url>" : ""}${options.pgRestarts ? " --pg-restarts" : ""}`);
 
   run.servers = referenceServers({ entityTypes: ENTITY_TYPES, databaseUrl: options.postgres });
   run.servers.onExit((label, code, signal, output) => {
@@ -377,6 +461,14 @@ export async function runChaos(options) {
   });
   let browser;
   try {
+    if (options.pgRestarts) {
+      // A crash must not lose acknowledged commits: the test cluster's
+      // synchronous_commit=off would (seen: a push answered "applied",
+      // gone after the crash, applied again on replay, a deleted record
+      // back on the server).
+      await new Promise((resolve, reject) => execFile("bash", ["scripts/postgres.sh", "durable"], (error, _o, stderr) =>
+        error ? reject(new Error(`postgres.sh durable: ${stderr || error.message}`)) : resolve()));
+    }
     run.serverProcs = [];
     for (let i = 0; i < options.servers; i++) run.serverProcs.push(await run.servers.start(`server ${i}`));
     run.token = run.servers.token("chaos");
@@ -403,6 +495,9 @@ export async function runChaos(options) {
     const scripts = writeScripts({ seed, devices, tabsPerDevice: options.tabs, totalOps: options.ops });
     const byName = new Map(run.devices.map((d) => [d.name, d]));
     const eventLoops = run.devices.map((d) => runDeviceEvents(run, d));
+    if (options.pgRestarts) {
+      eventLoops.push(runPostgresRestarts(run).catch((error) => run.note("pg-restart-failed", error.message)));
+    }
     const progress = setInterval(() => {
       const done = [...run.ledger.ops.values()].filter((o) => o.result).length;
       console.log(`chaos: ${((Date.now() - chaosStarted) / 1000).toFixed(0)} s: ${run.ledger.ops.size}/${options.ops} operations handed out, ${done} answered, faults ${Object.values(run.proxy.faults).reduce((a, b) => a + b, 0)}`);
@@ -422,8 +517,30 @@ export async function runChaos(options) {
     run.log(`[phase] quiescence ${quiescence.quiet ? "reached" : "NOT reached"} after ${quiescence.rounds} rounds; collecting`);
     const collected = await collect(run);
     const server = await serverSnapshot(run.serverProcs[0].url, run.token, ENTITY_TYPES);
-    const { figures, violations } = judge({ ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills });
+    const evidence = {
+      ledger: run.ledger, proxy: run.proxy.state, devices: collected, server, kills: run.kills,
+      traces: run.traces, requestTimeout: options.requestTimeout,
+    };
+    if (options.report) {
+      // Everything the oracle judged, so that it can judge again offline
+      // (node tests/chaos/rejudge.mjs <file>) without replaying the run.
+      mkdirSync("target/chaos", { recursive: true });
+      writeFileSync(`target/chaos/evidence-${seed}.json`, JSON.stringify({
+        ...evidence, ledger: [...run.ledger.ops.values()], traces: [...run.traces], started,
+        proxy: { deliveries: run.proxy.state.deliveries, pushes: run.proxy.state.pushes, stalls: run.proxy.state.stalls },
+      }));
+    }
+    const { figures, violations, ambiguous } = judge(evidence);
     if (!quiescence.quiet) violations.push({ kind: "no-quiescence", rounds: quiescence.rounds });
+    for (const v of violations) {
+      if (v.kind !== "duplicate-after-answer" && v.kind !== "duplicate-unexplained") continue;
+      // What each realm of the device made of the task, and what disturbed
+      // the device around the deliveries (times in ms since the run began).
+      v.trace = (run.traces.get(`t:${v.opId}`) ?? []).map((e) => ({ ...e, at: e.at - started }));
+      v.first = { ...v.first, at: v.first.at - started, answeredAt: v.first.answeredAt - started };
+      v.again = { ...v.again, at: v.again.at - started, answeredAt: v.again.answeredAt - started };
+      v.kills = run.kills.filter((k) => k.device === v.device && Math.abs(k.at - started - v.first.at) < 10000).map((k) => ({ ...k, at: k.at - started, doneAt: k.doneAt - started }));
+    }
     const duration = (Date.now() - started) / 1000;
 
     const faults = Object.entries(run.proxy.faults).filter(([, n]) => n > 0).map(([k, n]) => `${k}:${n}`).join(",");
@@ -443,13 +560,13 @@ export async function runChaos(options) {
       for (const v of violations.slice(0, 25)) console.log(`  ${JSON.stringify(v)}`);
     }
     if (run.notes.length) console.log(`chaos: notes: ${JSON.stringify(run.notes.reduce((m, n) => ({ ...m, [n.kind]: (m[n.kind] ?? 0) + 1 }), {}))}`);
-    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} upstream-down=${run.proxy.state.upstreamDown} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s`);
+    console.log(`chaos: events {${events}} server-kills=${run.counts.serverKills} pg-restarts=${run.counts.pgRestarts} worker-stops-seen=${run.counts.workerStops} upstream-down=${run.proxy.state.upstreamDown} server-5xx=${JSON.stringify(run.proxy.state.upstreamErrors)} interrupted-chunks=${run.counts.interruptedChunks} op-errors ${JSON.stringify(opErrors)} quiescence=${quiescence.rounds} rounds, chaos phase ${chaosSeconds.toFixed(1)} s, runner event loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms max ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     const summary = `chaos: seed=${seed} operations=${figures.operations} confirmed=${figures.confirmed} faults{${faults}} duplicates{${duplicates}} dead-letters=${figures.deadLetters}/${figures.expectedDeadLetters} lost=${figures.lost} diverged=${figures.diverged} stale=${figures.stale} stuck=${figures.stuck} violations=${violations.length} duration=${duration.toFixed(1)}s`;
     console.log(summary);
     if (options.report) {
       mkdirSync("target/chaos", { recursive: true });
       const file = `target/chaos/report-${seed}.json`;
-      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, opErrors, duration }, null, 1));
+      writeFileSync(file, JSON.stringify({ seed, options, figures, faults: run.proxy.faults, events: run.counts.events, notes: run.notes, kills: run.kills, violations, ambiguous, opErrors, duration }, null, 1));
       console.log(`chaos: report in ${file}`);
     }
     return { ok: violations.length === 0, seed, figures, violations, duration, faults: run.proxy.faults, summary };
@@ -473,7 +590,15 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
     process.on(signal, () => console.log(`chaos: received ${signal} at ${new Date().toISOString()}`));
   }
-  const result = await runChaos(options);
+  let result;
+  try {
+    result = await runChaos(options);
+  } catch (error) {
+    // The run itself broke (a device never opened, the server did not
+    // start): as much a failure as a violation, and said in one line.
+    console.log(`chaos: the run failed before the oracle could judge: ${error?.stack ?? error}`);
+    process.exit(1);
+  }
   process.exit(result.ok ? 0 : 1);
 }
 

@@ -16,6 +16,9 @@ const SECRET = "chaos-test-secret-at-least-32-bytes-long";
 export async function startPageServer() {
   const server = createServer((req, res) => {
     const path = new URL(req.url, "http://127.0.0.1").pathname;
+    // Pages and the worker send their full URL as Referer, even to the
+    // proxy's other port: its config names the sending actor (tab or worker).
+    if (path.startsWith("/chaos/")) res.setHeader("referrer-policy", "unsafe-url");
     if (path.startsWith("/pkg/") && serveFile("pkg", path.slice(5), res)) return;
     if (path.startsWith("/chaos/") && serveFile("tests/chaos/pages", path.slice(7), res)) return;
     if (path === "/favicon.ico") { res.writeHead(204).end(); return; }

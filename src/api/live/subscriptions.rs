@@ -11,7 +11,6 @@ use crate::api::error::{tidesync_error, ApiError};
 use crate::api::input;
 use crate::api::replication::{entity_type_arg, replicator};
 use crate::engine::query::{Direction, Query};
-use crate::store::idb::to_js;
 use js_sys::{Function, Object};
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
@@ -218,7 +217,7 @@ async fn evaluate(inner: &Rc<Inner>, subscription: &Subscription) -> Result<Vec<
     let mut views: Vec<Value> = records.iter().map(|r| r.view()).collect();
     if let Some(predicate) = &subscription.predicate {
         views.retain(|view| {
-            to_js(view)
+            input::to_js_json(view)
                 .ok()
                 .and_then(|record| predicate.call1(&JsValue::NULL, &record).ok())
                 .is_some_and(|kept| kept.is_truthy())
@@ -233,7 +232,7 @@ fn deliver(inner: &Inner, subscription: &Subscription, views: Vec<Value>) {
     }
     let snapshot = js_sys::Array::new();
     for view in &views {
-        if let Ok(record) = to_js(view) {
+        if let Ok(record) = input::to_js_json(view) {
             snapshot.push(&Object::freeze(record.unchecked_ref::<Object>()));
         }
     }

@@ -1,4 +1,4 @@
-//! The IndexedDB [`Store`], through rexie. Owns the database schema (one
+//! The IndexedDB [`Store`], through the `idb` crate. Owns the database schema (one
 //! place, versioned) and the translation between engine types and the plain
 //! objects stored, which read well in DevTools → Application → IndexedDB.
 //!
@@ -26,16 +26,17 @@ mod tasks;
 pub use error::map_error;
 
 use crate::engine::ports::StoreError;
+use connection::Connection;
 use error::finish;
-use rexie::{Rexie, TransactionMode};
+use idb::TransactionMode;
+use requests::Tx;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 
 /// Version of the IndexedDB schema. Raising it runs the upgrade path, which
-/// rexie applies by creating the stores and indexes that are missing.
+/// creates the stores and indexes that are missing.
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub const TASKS: &str = "tasks";
@@ -43,22 +44,17 @@ pub const FAILED: &str = "failed";
 pub const RECORDS: &str = "records";
 pub const META: &str = "meta";
 
-pub(super) const SEQ_KEY: &str = "taskSeq";
+const SEQ_KEY: &str = "taskSeq";
 /// Prefix of the `meta` keys under which answers are kept for dependents.
-pub(super) const ANSWER_KEY: &str = "answer:";
+const ANSWER_KEY: &str = "answer:";
 /// The pull cursor's meta key, spelled once in the engine's ports.
-pub(super) use crate::engine::ports::PULL_CURSOR_KEY as CURSOR_KEY;
+use crate::engine::ports::PULL_CURSOR_KEY as CURSOR_KEY;
 
 /// The IndexedDB-backed store of one client.
 pub struct IdbStore {
-    /// Replaced when the database vanished under the client and was
-    /// opened again (see [`IdbStore::reconnect`]).
-    db: RefCell<Rexie>,
+    connection: Rc<Connection>,
     name: String,
-    /// The open connection that only listens for `close` (see
-    /// [`IdbStore::watch_for_loss`]).
-    watcher: Rc<RefCell<Option<JsValue>>>,
-    created: Cell<bool>,
+    created: bool,
 }
 
 impl IdbStore {
@@ -71,44 +67,30 @@ impl IdbStore {
     /// ([`IdbStore::created`] says whether this open created it).
     pub async fn open(client_name: &str) -> Result<Self, StoreError> {
         let name = Self::database_name(client_name);
-        let db = connection::connect(&name).await?;
-        let store = Self {
-            db: RefCell::new(db),
+        let (connection, created) = Connection::open(name.clone()).await?;
+        Ok(Self {
+            connection,
             name,
-            watcher: Rc::new(RefCell::new(None)),
-            created: Cell::new(false),
-        };
-        store.created.set(store.identify().await?);
-        Ok(store)
+            created,
+        })
     }
 
     /// Whether the open that made this store created the database.
     pub fn created(&self) -> bool {
-        self.created.get()
+        self.created
     }
 
-    /// Whether the database was created by the open just made: every
-    /// open writes the schema version, so a database without one is new.
-    async fn identify(&self) -> Result<bool, StoreError> {
-        let fresh = self.get_meta::<u32>("schemaVersion").await?.is_none();
-        self.put_meta("schemaVersion", &SCHEMA_VERSION).await?;
-        Ok(fresh)
-    }
-
-    fn transaction(
-        &self,
-        stores: &[&str],
-        mode: TransactionMode,
-    ) -> Result<rexie::Transaction, StoreError> {
-        self.db
-            .borrow()
-            .transaction(stores, mode)
-            .map_err(map_error)
+    /// A transaction over `stores`, on a connection opened again if the
+    /// browser took it away (see [`connection`]).
+    async fn transaction(&self, stores: &[&str], mode: TransactionMode) -> Result<Tx, StoreError> {
+        self.connection.transaction(stores, mode).await
     }
 
     /// Every value of one object store, in one read transaction.
     async fn read_all<T: DeserializeOwned>(&self, store: &str) -> Result<Vec<T>, StoreError> {
-        let tx = self.transaction(&[store], TransactionMode::ReadOnly)?;
+        let tx = self
+            .transaction(&[store], TransactionMode::ReadOnly)
+            .await?;
         let values = tx
             .store(store)
             .map_err(map_error)?
@@ -124,19 +106,20 @@ impl IdbStore {
 
     /// Closes the connection (the data stays).
     pub fn close(self) {
-        self.stop_watching();
-        self.db.into_inner().close();
+        self.connection.close();
     }
 
     /// Deletes a client's database entirely.
     pub async fn delete(client_name: &str) -> Result<(), StoreError> {
-        Rexie::delete(&Self::database_name(client_name))
+        idb::Factory::new()
+            .and_then(|factory| factory.delete(&Self::database_name(client_name)))
+            .map_err(map_error)?
             .await
             .map_err(map_error)
     }
 
     pub async fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let tx = self.transaction(&[META], TransactionMode::ReadOnly)?;
+        let tx = self.transaction(&[META], TransactionMode::ReadOnly).await?;
         let meta = tx.store(META).map_err(map_error)?;
         let Some(entry) = meta.get(JsValue::from_str(key)).await.map_err(map_error)? else {
             return Ok(None);
@@ -154,7 +137,9 @@ impl IdbStore {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let tx = self.transaction(&[META], TransactionMode::ReadWrite)?;
+        let tx = self
+            .transaction(&[META], TransactionMode::ReadWrite)
+            .await?;
         let meta = tx.store(META).map_err(map_error)?;
         meta.put(&meta_entry(key, value)?, None)
             .await
@@ -175,10 +160,7 @@ pub fn from_js<T: DeserializeOwned>(value: JsValue) -> Result<T, StoreError> {
     serde_wasm_bindgen::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(super) fn meta_entry<T: Serialize + ?Sized>(
-    key: &str,
-    value: &T,
-) -> Result<JsValue, StoreError> {
+fn meta_entry<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<JsValue, StoreError> {
     #[derive(Serialize)]
     struct Entry<'a, T: ?Sized> {
         key: &'a str,

@@ -1,7 +1,7 @@
 //! The replication side of the IndexedDB store ([`RecordStore`]): local
 //! records, mutation chains, guarded record writes, the pull cursor.
 
-use super::requests::try_issue_all;
+use super::requests::{try_issue_all, ObjectStore};
 use super::tasks::{register_in, stored_revision};
 use super::{
     finish, from_js, map_error, meta_entry, to_js, IdbStore, CURSOR_KEY, FAILED, META, RECORDS,
@@ -11,26 +11,26 @@ use crate::engine::ports::{RecordChange, RecordStore, RecordWrite, StoreError};
 use crate::engine::replication::record::LocalRecord;
 use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::Task;
-use rexie::TransactionMode;
+use idb::TransactionMode;
 use wasm_bindgen::JsValue;
 
 /// The keys of a record's chain of mutations (`head` and every `head#…`),
 /// and a few other ids that sort between them, which readers filter out
 /// with [`in_chain`].
-fn chain_range(head: &str) -> Result<rexie::KeyRange, StoreError> {
-    rexie::KeyRange::bound(
+fn chain_range(head: &str) -> Result<idb::KeyRange, StoreError> {
+    idb::KeyRange::bound(
         &JsValue::from_str(head),
         &JsValue::from_str(&format!("{head}#\u{ffff}")),
         Some(false),
         Some(false),
     )
-    .map_err(|e| map_error(e.into()))
+    .map_err(map_error)
 }
 
 /// The queued mutations of a record, oldest first, read inside an open
 /// transaction: its head id and every `head#…` id, one key range.
 async fn chain_in(
-    tasks: &rexie::Store,
+    tasks: &ObjectStore,
     entity_type: &str,
     id: &str,
 ) -> Result<Vec<Task>, StoreError> {
@@ -63,7 +63,9 @@ impl RecordStore for IdbStore {
         entity_type: &str,
         id: &str,
     ) -> Result<Option<LocalRecord>, StoreError> {
-        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
+        let tx = self
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .await?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         match records
             .get(record_key(entity_type, id))
@@ -79,7 +81,9 @@ impl RecordStore for IdbStore {
         &self,
         keys: &[(String, String)],
     ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
-        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
+        let tx = self
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .await?;
         let records = tx.store(RECORDS).map_err(map_error)?;
         read_records(
             &records,
@@ -89,12 +93,15 @@ impl RecordStore for IdbStore {
     }
 
     async fn records_of(&self, entity_type: &str) -> Result<Vec<LocalRecord>, StoreError> {
-        let tx = self.transaction(&[RECORDS], TransactionMode::ReadOnly)?;
+        let tx = self
+            .transaction(&[RECORDS], TransactionMode::ReadOnly)
+            .await?;
         let records = tx.store(RECORDS).map_err(map_error)?;
-        let index = records.index("entityType").map_err(map_error)?;
-        let range = rexie::KeyRange::only(&JsValue::from_str(entity_type))
-            .map_err(|e| map_error(e.into()))?;
-        let values = index.get_all(Some(range), None).await.map_err(map_error)?;
+        let range = idb::KeyRange::only(&JsValue::from_str(entity_type)).map_err(map_error)?;
+        let values = records
+            .index_get_all("entityType", range)
+            .await
+            .map_err(map_error)?;
         values.into_iter().map(from_js).collect()
     }
 
@@ -105,13 +112,17 @@ impl RecordStore for IdbStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let tx = self.transaction(&[TASKS], TransactionMode::ReadOnly)?;
+        let tx = self
+            .transaction(&[TASKS], TransactionMode::ReadOnly)
+            .await?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         try_issue_all(keys.iter().map(|(t, id)| chain_in(&tasks, t, id))).await
     }
 
     async fn write_local(&self, record: &LocalRecord, task: Task) -> Result<Task, StoreError> {
-        let tx = self.transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)?;
+        let tx = self
+            .transaction(&[TASKS, META, RECORDS, FAILED], TransactionMode::ReadWrite)
+            .await?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
@@ -144,7 +155,9 @@ impl RecordStore for IdbStore {
     }
 
     async fn apply(&self, change: RecordChange) -> Result<Vec<Task>, StoreError> {
-        let tx = self.transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)?;
+        let tx = self
+            .transaction(&[TASKS, META, RECORDS], TransactionMode::ReadWrite)
+            .await?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let meta = tx.store(META).map_err(map_error)?;
         let records = tx.store(RECORDS).map_err(map_error)?;
@@ -225,7 +238,9 @@ impl RecordStore for IdbStore {
     }
 
     async fn mark_dispatched(&self, batch: &[Task]) -> Result<Vec<bool>, StoreError> {
-        let tx = self.transaction(&[TASKS], TransactionMode::ReadWrite)?;
+        let tx = self
+            .transaction(&[TASKS], TransactionMode::ReadWrite)
+            .await?;
         let tasks = tx.store(TASKS).map_err(map_error)?;
         let stored = try_issue_all(batch.iter().map(|t| stored_revision(&tasks, &t.id))).await?;
         let mut marked = Vec::with_capacity(batch.len());
@@ -255,7 +270,7 @@ impl RecordStore for IdbStore {
 /// once: awaiting them one by one would let the transaction commit in
 /// between whenever this future is polled late (rexie#36).
 async fn read_records<'a>(
-    records: &rexie::Store,
+    records: &ObjectStore,
     keys: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<Option<LocalRecord>>, StoreError> {
     let values = try_issue_all(keys.map(|(t, id)| records.get(record_key(t, id))))

@@ -88,6 +88,30 @@ export function makeRunner({ client, actor, serverUrl, report }) {
   };
 }
 
+/**
+ * Follows what becomes of plain outbox tasks in this realm: each retry (with
+ * its error) and each completion this client hears (its own, or relayed from
+ * another client of the database), as `{actor, event, id, at, ...}` entries
+ * handed to `send`. The runner keeps them to explain a duplicate delivery.
+ */
+export function traceOutcomes(client, actor, send) {
+  const plain = (task) => typeof task?.id === "string" && task.id.startsWith("t:");
+  client.on("sync:retry", (task, info) => {
+    if (!plain(task)) return;
+    send({ actor, event: "retry", id: task.id, at: Date.now(), attempt: info?.attempt, delay: info?.delay, class: info?.error?.class, message: String(info?.error?.message ?? "").slice(0, 120) });
+  });
+  client.on("sync:complete", (task, response) => {
+    if (!plain(task)) return;
+    // The proxy names the delivery in the ETag (the body may be cut).
+    const delivery = Number(/delivery-(\d+)/.exec(response?.headers?.etag ?? "")?.[1] ?? NaN);
+    send({ actor, event: "complete", id: task.id, at: Date.now(), delivery: Number.isFinite(delivery) ? delivery : null, status: response?.status });
+  });
+  client.on("sync:failed", (task, error) => {
+    if (!plain(task)) return;
+    send({ actor, event: "failed", id: task.id, at: Date.now(), class: error?.class, message: String(error?.message ?? "").slice(0, 120) });
+  });
+}
+
 /** Reads the client's database directly (not through the SDK): every store's content. */
 export function dumpDatabase(name) {
   return new Promise((resolve, reject) => {

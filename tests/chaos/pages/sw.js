@@ -4,7 +4,7 @@
 // The .wasm goes into Cache Storage at install, so a worker woken while the
 // device is offline still starts.
 import init, { SyncClient } from "/pkg/tidesync.js";
-import { clientOptions, makeRunner, dumpDatabase, describeError } from "./ops.js";
+import { clientOptions, makeRunner, dumpDatabase, describeError, traceOutcomes } from "./ops.js";
 
 const config = JSON.parse(new URL(self.location.href).searchParams.get("config"));
 const CACHE = "tidesync-chaos";
@@ -24,7 +24,10 @@ function getClient() {
     opening = (async () => {
       const cached = await caches.match(WASM_URL);
       await init({ module_or_path: cached ?? fetch(WASM_URL) });
-      return SyncClient.open(clientOptions(config));
+      const client = await SyncClient.open(clientOptions(config));
+      const channel = new BroadcastChannel("chaos-trace");
+      traceOutcomes(client, config.actor, (entry) => channel.postMessage(entry));
+      return client;
     })();
     opening.catch(() => { opening = undefined; });
   }
