@@ -82,7 +82,7 @@ fn a_pull_never_overwrites_an_unsent_change_with_the_server_version_it_is_based_
     b.put("task", "t1", json!({"n": 100}));
     // Pull everything again (as after a change of entityTypes): the server
     // sends version 1, which the local change is based on.
-    block_on(b.records.put_meta_text("pullCursor", "")).unwrap();
+    block_on(b.records.put_meta_text(PULL_CURSOR_KEY, "")).unwrap();
 
     let report = b.pull();
 

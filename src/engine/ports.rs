@@ -299,8 +299,14 @@ pub struct RecordChange {
     pub writes: Vec<RecordWrite>,
     /// Records to remove; one with an unsent change is kept.
     pub delete_records: Vec<(String, String)>,
+    /// The new pull cursor, stored as meta text under [`PULL_CURSOR_KEY`]
+    /// in the same transaction (an empty text: start over).
     pub cursor: Option<String>,
 }
+
+/// The meta key a store keeps the pull cursor under (see
+/// [`RecordChange::cursor`]); the one spelling of it.
+pub const PULL_CURSOR_KEY: &str = "pullCursor";
 
 /// A record write decided from the record as it was read. Stores apply it
 /// only if the record still has the same unsent change

@@ -2,7 +2,9 @@
 //! durability. Used by native tests and as the reference the IndexedDB
 //! adapter is compared against.
 
-use crate::engine::ports::{RecordChange, RecordStore, RecordWrite, Store, StoreError};
+use crate::engine::ports::{
+    RecordChange, RecordStore, RecordWrite, Store, StoreError, PULL_CURSOR_KEY,
+};
 use crate::engine::replication::record::LocalRecord;
 use crate::engine::replication::replicator::{in_chain, mutation_task_id, place_in_chain};
 use crate::engine::task::{FailedTask, Task};
@@ -347,7 +349,9 @@ impl RecordStore for MemoryRecords {
             records.remove(&key);
         }
         if let Some(cursor) = change.cursor {
-            self.meta.borrow_mut().insert("pullCursor".into(), cursor);
+            self.meta
+                .borrow_mut()
+                .insert(PULL_CURSOR_KEY.into(), cursor);
         }
         Ok(registered)
     }

@@ -10,7 +10,7 @@ pub use std::cell::{Cell, RefCell};
 pub use std::collections::{BTreeMap, HashMap, HashSet};
 pub use std::rc::Rc;
 pub use tidesync::engine::events::ConflictEvent;
-pub use tidesync::engine::ports::{ConflictResolver, RecordStore, Replica};
+pub use tidesync::engine::ports::{ConflictResolver, RecordStore, Replica, PULL_CURSOR_KEY};
 pub use tidesync::engine::replication::replicator::{mutation_task_id, ReplicaPorts};
 pub use tidesync::engine::replication::{
     LocalRecord, PullReport, RecordStatus, ReplicationError, ReplicationOptions, Replicator,
@@ -340,7 +340,7 @@ impl Bench {
     }
 
     pub fn cursor(&self) -> Option<String> {
-        block_on(self.records.get_meta_text("pullCursor")).unwrap()
+        block_on(self.records.get_meta_text(PULL_CURSOR_KEY)).unwrap()
     }
 
     /// The body of every push sent, in order.

@@ -47,8 +47,8 @@ pub const META: &str = "meta";
 const SEQ_KEY: &str = "taskSeq";
 /// Prefix of the `meta` keys under which answers are kept for dependents.
 const ANSWER_KEY: &str = "answer:";
-/// Must match the replicator's cursor key.
-const CURSOR_KEY: &str = "pullCursor";
+/// The pull cursor's meta key, spelled once in the engine's ports.
+use crate::engine::ports::PULL_CURSOR_KEY as CURSOR_KEY;
 
 /// The IndexedDB-backed store of one client.
 pub struct IdbStore {

@@ -10,7 +10,7 @@
 //! (replicated records and their mutation chains).
 
 use serde_json::{json, Value};
-use tidesync::engine::ports::{RecordChange, RecordStore, RecordWrite, Store};
+use tidesync::engine::ports::{RecordChange, RecordStore, RecordWrite, Store, PULL_CURSOR_KEY};
 use tidesync::engine::replication::record::{LocalRecord, RecordStatus};
 use tidesync::engine::replication::replicator::mutation_task_id;
 use tidesync::engine::task::{

@@ -248,7 +248,10 @@ pub async fn delete_records_keeps_a_record_with_an_unsent_change<S: StoreUnderTe
 }
 
 pub async fn a_change_s_cursor_is_the_pull_cursor_read_back<S: StoreUnderTest>(s: &S) {
-    assert_eq!(s.records().get_meta_text("pullCursor").await.unwrap(), None);
+    assert_eq!(
+        s.records().get_meta_text(PULL_CURSOR_KEY).await.unwrap(),
+        None
+    );
     s.records()
         .apply(RecordChange {
             cursor: Some("c1.42".into()),
@@ -258,7 +261,7 @@ pub async fn a_change_s_cursor_is_the_pull_cursor_read_back<S: StoreUnderTest>(s
         .expect("apply");
     assert_eq!(
         s.records()
-            .get_meta_text("pullCursor")
+            .get_meta_text(PULL_CURSOR_KEY)
             .await
             .unwrap()
             .as_deref(),

@@ -28,7 +28,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use tidesync_protocol as protocol;
 
-const CURSOR_KEY: &str = "pullCursor";
 const CURSOR_TYPES_KEY: &str = "pullCursorTypes";
 const CLIENT_ID_KEY: &str = "clientId";
 

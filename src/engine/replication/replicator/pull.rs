@@ -1,9 +1,9 @@
 //! Pulls: page by page along the exact cursor, each page applied with
 //! its cursor in one transaction.
 
-use super::{is_held, PullReport, ReplicaPorts, ReplicationError, Replicator, CURSOR_KEY};
+use super::{is_held, PullReport, ReplicaPorts, ReplicationError, Replicator};
 use crate::engine::events::Event;
-use crate::engine::ports::{EventSink, RecordChange, RecordStore, RecordWrite};
+use crate::engine::ports::{EventSink, RecordChange, RecordStore, RecordWrite, PULL_CURSOR_KEY};
 use crate::engine::replication::record::{RecordStatus, RemoteRecord};
 use crate::engine::task::Task;
 use serde_json::Value;
@@ -62,7 +62,7 @@ impl<R: ReplicaPorts> Replicator<R> {
         let mut requeued = Vec::new();
         let mut cursor = self
             .records
-            .get_meta_text(CURSOR_KEY)
+            .get_meta_text(PULL_CURSOR_KEY)
             .await?
             .filter(|c| !c.is_empty());
         loop {
